@@ -1,1 +1,14 @@
-//! placeholder
+//! WeStream origin: RTMP ingest and play, the stream hub, HTTP-FLV and HLS
+//! packaging, and the all-in-one `serve` command (DESIGN.md §3).
+
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod media;
+pub mod metrics;
+pub mod rtmp;
+pub mod server;
+
+pub use config::Config;
+pub use server::Server;

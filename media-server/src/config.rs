@@ -1,0 +1,346 @@
+//! Configuration of `westream serve`: a TOML file, overridden by flags,
+//! validated on load with errors that name the key.
+//!
+//! Every field has a default, so an empty file is a working dev server on
+//! loopback. Units are in the key names.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::hub::HubConfig;
+
+/// Errors loading a config. Each names the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a wrong type (the message names it).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with the key and line.
+        message: String,
+    },
+    /// A value that parsed but is not allowed.
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key path.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listeners, data directory, shutdown.
+    pub server: ServerConfig,
+    /// RTMP ingest and play.
+    pub rtmp: RtmpConfig,
+    /// The stream hub.
+    pub hub: HubSection,
+    /// HTTP serving (HTTP-FLV, metrics).
+    pub http: HttpConfig,
+    /// Channels and their secret stream keys, while no control plane
+    /// database is configured.
+    pub channels: Vec<ChannelConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// RTMP listen address (`--rtmp-listen`).
+    pub rtmp_listen: String,
+    /// HTTP listen address for media, `/metrics` and `/healthz` (`--http-listen`).
+    pub http_listen: String,
+    /// Where state lives (`--data-dir`).
+    pub data_dir: PathBuf,
+    /// How long shutdown waits for connections to close.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            rtmp_listen: "127.0.0.1:1935".into(),
+            http_listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            shutdown_timeout_ms: 3000,
+        }
+    }
+}
+
+/// `[rtmp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpConfig {
+    /// RTMP application names served (`live` in `rtmp://host/live/KEY`).
+    pub apps: Vec<String>,
+    /// Outbound chunk size.
+    pub chunk_size: u32,
+    /// Largest inbound message (a video frame).
+    pub max_message_bytes: u32,
+    /// Largest inbound AMF command or data message.
+    pub max_amf_bytes: u32,
+    /// Time allowed for the handshake and connect.
+    pub handshake_timeout_ms: u64,
+    /// A connection that sends nothing for this long is closed (publishers;
+    /// players are closed when a write stalls for as long).
+    pub idle_timeout_ms: u64,
+    /// Most concurrent RTMP connections.
+    pub max_connections: usize,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            apps: vec!["live".into()],
+            chunk_size: 4096,
+            max_message_bytes: 8 * 1024 * 1024,
+            max_amf_bytes: 64 * 1024,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            max_connections: 20_000,
+        }
+    }
+}
+
+/// `[hub]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubSection {
+    /// How long a channel keeps its viewers after the publisher drops.
+    pub publisher_grace_ms: u64,
+    /// Largest GOP kept for fast start.
+    pub gop_cache_max_bytes: usize,
+    /// Frames a viewer may lag before it is skipped to the next keyframe.
+    pub viewer_queue_frames: usize,
+    /// Audio kept for new viewers of audio-only channels.
+    pub audio_only_cache_ms: u64,
+}
+
+impl Default for HubSection {
+    fn default() -> Self {
+        let d = HubConfig::default();
+        HubSection {
+            publisher_grace_ms: d.publisher_grace.as_millis() as u64,
+            gop_cache_max_bytes: d.gop_cache_max_bytes,
+            viewer_queue_frames: d.viewer_queue_frames,
+            audio_only_cache_ms: d.audio_only_cache_ms,
+        }
+    }
+}
+
+impl HubSection {
+    /// The hub's runtime config.
+    pub fn to_hub_config(&self) -> HubConfig {
+        HubConfig {
+            publisher_grace: Duration::from_millis(self.publisher_grace_ms),
+            gop_cache_max_bytes: self.gop_cache_max_bytes,
+            viewer_queue_frames: self.viewer_queue_frames,
+            audio_only_cache_ms: self.audio_only_cache_ms,
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `Access-Control-Allow-Origin` on media responses.
+    pub cors_allow_origin: String,
+    /// A viewer whose socket accepts nothing for this long is dropped.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { cors_allow_origin: "*".into(), write_timeout_ms: 30_000 }
+    }
+}
+
+/// `[[channels]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Public name viewers use.
+    pub name: String,
+    /// Secret key the encoder publishes with.
+    pub stream_key: String,
+}
+
+/// Whether `name` is a valid channel name: 1-64 of `[A-Za-z0-9_-]`.
+pub fn valid_channel_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Config {
+    /// Reads and parses a file (validation is separate, after flags apply).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.into(), message },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })
+    }
+
+    /// The RTMP listen address.
+    pub fn rtmp_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_addr("server.rtmp_listen", &self.server.rtmp_listen)
+    }
+
+    /// The HTTP listen address.
+    pub fn http_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_addr("server.http_listen", &self.server.http_listen)
+    }
+
+    /// Checks every value; the error names the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.rtmp_addr()?;
+        self.http_addr()?;
+        if self.server.data_dir.as_os_str().is_empty() {
+            return Err(invalid("server.data_dir", "must not be empty"));
+        }
+        let r = &self.rtmp;
+        if r.apps.is_empty() {
+            return Err(invalid("rtmp.apps", "list at least one application"));
+        }
+        for app in &r.apps {
+            if !valid_channel_name(app) {
+                return Err(invalid("rtmp.apps", format!("'{app}' is not 1-64 of [A-Za-z0-9_-]")));
+            }
+        }
+        if !(128..=65536).contains(&r.chunk_size) {
+            return Err(invalid("rtmp.chunk_size", "must be between 128 and 65536"));
+        }
+        if !(64 * 1024..=16 * 1024 * 1024).contains(&r.max_message_bytes) {
+            return Err(invalid("rtmp.max_message_bytes", "must be between 64 KiB and 16 MiB"));
+        }
+        if !(1024..=1024 * 1024).contains(&r.max_amf_bytes) {
+            return Err(invalid("rtmp.max_amf_bytes", "must be between 1 KiB and 1 MiB"));
+        }
+        if r.handshake_timeout_ms == 0 {
+            return Err(invalid("rtmp.handshake_timeout_ms", "must be positive"));
+        }
+        if r.idle_timeout_ms == 0 {
+            return Err(invalid("rtmp.idle_timeout_ms", "must be positive"));
+        }
+        if r.max_connections == 0 {
+            return Err(invalid("rtmp.max_connections", "must be positive"));
+        }
+        if self.hub.viewer_queue_frames < 16 {
+            return Err(invalid("hub.viewer_queue_frames", "must be at least 16"));
+        }
+        if self.hub.gop_cache_max_bytes < 1024 * 1024 {
+            return Err(invalid("hub.gop_cache_max_bytes", "must be at least 1 MiB"));
+        }
+        let mut names = HashSet::new();
+        let mut keys = HashSet::new();
+        for (i, c) in self.channels.iter().enumerate() {
+            if !valid_channel_name(&c.name) {
+                return Err(invalid(format!("channels[{i}].name"), "must be 1-64 of [A-Za-z0-9_-]"));
+            }
+            if c.stream_key.len() < 8 || c.stream_key.len() > 128 || !valid_channel_name_key(&c.stream_key) {
+                return Err(invalid(format!("channels[{i}].stream_key"), "must be 8-128 of [A-Za-z0-9_-]"));
+            }
+            if !names.insert(c.name.as_str()) {
+                return Err(invalid(format!("channels[{i}].name"), format!("duplicate channel '{}'", c.name)));
+            }
+            if !keys.insert(c.stream_key.as_str()) {
+                return Err(invalid(format!("channels[{i}].stream_key"), "duplicate stream key"));
+            }
+        }
+        for (i, c) in self.channels.iter().enumerate() {
+            if names.contains(c.stream_key.as_str()) {
+                return Err(invalid(format!("channels[{i}].stream_key"), "a stream key must not be a channel name"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_channel_name_key(key: &str) -> bool {
+    key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|e| invalid(key, format!("'{value}' is not an address like 127.0.0.1:1935 ({e})")))
+}
+
+/// Duration helper for millisecond keys.
+pub fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_in_configs_parses_and_validates() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") && !path.file_name().unwrap().to_string_lossy().starts_with("ladders") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                // Keys for other roles (control, edge) are validated by their own crates.
+                let cfg = Config::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                cfg.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 1, "no configs found in {}", dir.display());
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_the_error() {
+        let err = Config::parse("[server]\nrtmp_listn = \"127.0.0.1:1\"\n").unwrap_err().to_string();
+        assert!(err.contains("rtmp_listn"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_is_named_in_the_error() {
+        let cfg = Config::parse("[server]\nhttp_listen = \"localhost-8080\"\n").unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("server.http_listen"), "{err}");
+    }
+
+    #[test]
+    fn empty_file_is_a_valid_loopback_server() {
+        let cfg = Config::parse("").unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.rtmp_addr().unwrap().port(), 1935);
+    }
+
+    #[test]
+    fn duplicate_keys_and_keys_equal_to_channel_names_are_refused() {
+        let dup = "[[channels]]\nname='a'\nstream_key='secret-1'\n[[channels]]\nname='b'\nstream_key='secret-1'\n";
+        assert!(Config::parse(dup).unwrap().validate().unwrap_err().to_string().contains("channels[1].stream_key"));
+        let clash = "[[channels]]\nname='secret-22'\nstream_key='secret-11'\n[[channels]]\nname='b'\nstream_key='secret-22'\n";
+        assert!(Config::parse(clash).unwrap().validate().is_err());
+    }
+}

@@ -1,0 +1,594 @@
+//! The stream hub: one entry per live channel, which publishers push frames
+//! into and viewers of every protocol subscribe to. Protocols never talk to
+//! each other, only to the hub.
+//!
+//! Contract:
+//! - A frame is parsed once and shared (`Arc<Frame>`); nothing here copies a
+//!   payload per viewer.
+//! - The publisher never waits for a viewer: frames go into a bounded
+//!   broadcast ring; a viewer that falls a whole ring behind is skipped
+//!   forward to the next keyframe, and the skipped frames are counted.
+//! - A new viewer first gets metadata, sequence headers and the GOP cache
+//!   (from the last keyframe), so it starts decoding at once.
+//! - A publisher that drops keeps the channel (and its viewers) for a grace
+//!   period; one that returns in time continues the same timeline.
+
+pub mod timeline;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::media::{Frame, FrameKind, FrameParseError};
+use crate::metrics::Metrics;
+use timeline::{Timeline, Track};
+
+/// Hub tuning, from the `[hub]` config table.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// How long a channel outlives its publisher's disconnect.
+    pub publisher_grace: Duration,
+    /// Most bytes kept in one channel's GOP cache; a longer GOP is not cached.
+    pub gop_cache_max_bytes: usize,
+    /// Frames a viewer may fall behind before it is skipped forward.
+    pub viewer_queue_frames: usize,
+    /// For audio-only channels: how much audio a new viewer gets at once.
+    pub audio_only_cache_ms: u64,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            publisher_grace: Duration::from_secs(5),
+            gop_cache_max_bytes: 32 * 1024 * 1024,
+            viewer_queue_frames: 1024,
+            audio_only_cache_ms: 1000,
+        }
+    }
+}
+
+/// Hub errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// Someone is already publishing this channel.
+    #[error("channel '{channel}' already has a publisher")]
+    AlreadyPublishing {
+        /// The channel.
+        channel: String,
+    },
+    /// This publisher was replaced or the channel was stopped.
+    #[error("publisher of '{channel}' is no longer current")]
+    NotCurrentPublisher {
+        /// The channel.
+        channel: String,
+    },
+    /// The message could not be parsed as a frame.
+    #[error(transparent)]
+    Frame(#[from] FrameParseError),
+}
+
+#[derive(Debug)]
+struct State {
+    publisher: Option<u64>,
+    stop: Option<CancellationToken>,
+    grace_until: Option<Instant>,
+    closed: bool,
+    tx: Option<broadcast::Sender<Arc<Frame>>>,
+    metadata: Option<Arc<Frame>>,
+    avc: Option<Arc<Frame>>,
+    aac: Option<Arc<Frame>>,
+    gop: VecDeque<Arc<Frame>>,
+    gop_bytes: usize,
+    epoch: u32,
+    timeline: Timeline,
+    live_since: Option<Instant>,
+}
+
+/// One channel in the hub.
+#[derive(Debug)]
+pub struct Stream {
+    name: String,
+    state: Mutex<State>,
+    has_video: AtomicBool,
+    has_audio: AtomicBool,
+    /// Bytes sent to viewers of this channel, all protocols (for metering).
+    pub bytes_out: AtomicU64,
+    /// Bytes received from its publishers.
+    pub bytes_in: AtomicU64,
+}
+
+/// A snapshot of a channel, for the API and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Channel name.
+    pub name: String,
+    /// A publisher is connected now.
+    pub publishing: bool,
+    /// Subscribers connected now.
+    pub subscribers: usize,
+    /// Video seen.
+    pub has_video: bool,
+    /// Audio seen.
+    pub has_audio: bool,
+}
+
+impl Stream {
+    fn new(name: &str, queue: usize) -> Stream {
+        let (tx, _) = broadcast::channel(queue.max(16));
+        Stream {
+            name: name.to_string(),
+            state: Mutex::new(State {
+                publisher: None,
+                stop: None,
+                grace_until: None,
+                closed: false,
+                tx: Some(tx),
+                metadata: None,
+                avc: None,
+                aac: None,
+                gop: VecDeque::new(),
+                gop_bytes: 0,
+                epoch: 0,
+                timeline: Timeline::new(),
+                live_since: None,
+            }),
+            has_video: AtomicBool::new(false),
+            has_audio: AtomicBool::new(false),
+            bytes_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+        }
+    }
+
+    /// The channel name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether a publisher is connected or the channel is in its grace period.
+    pub fn is_live(&self) -> bool {
+        let st = self.state.lock();
+        !st.closed && (st.publisher.is_some() || st.grace_until.is_some())
+    }
+
+    /// Whether video was seen on this channel.
+    pub fn has_video(&self) -> bool {
+        self.has_video.load(Ordering::Relaxed)
+    }
+
+    /// Whether audio was seen on this channel.
+    pub fn has_audio(&self) -> bool {
+        self.has_audio.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot.
+    pub fn info(&self) -> StreamInfo {
+        let st = self.state.lock();
+        StreamInfo {
+            name: self.name.clone(),
+            publishing: st.publisher.is_some(),
+            subscribers: st.tx.as_ref().map_or(0, |t| t.receiver_count()),
+            has_video: self.has_video(),
+            has_audio: self.has_audio(),
+        }
+    }
+
+    /// Subscribes: the returned subscription yields metadata, sequence
+    /// headers and the GOP cache first, then live frames. `None` once the
+    /// channel has closed.
+    pub fn subscribe(self: &Arc<Self>, metrics: &Metrics) -> Option<Subscription> {
+        let st = self.state.lock();
+        let tx = st.tx.as_ref()?;
+        let rx = tx.subscribe();
+        let mut backlog: VecDeque<Arc<Frame>> = VecDeque::with_capacity(st.gop.len() + 3);
+        backlog.extend(st.metadata.iter().cloned());
+        backlog.extend(st.avc.iter().cloned());
+        backlog.extend(st.aac.iter().cloned());
+        backlog.extend(st.gop.iter().cloned());
+        let starts_on_key = st.gop.front().is_some_and(|f| f.keyframe);
+        let waiting_for_key = self.has_video() && !starts_on_key;
+        Some(Subscription {
+            stream: Arc::clone(self),
+            rx,
+            backlog,
+            waiting_for_key,
+            dropped: 0,
+            frames_dropped: metrics.frames_dropped.clone(),
+            closed: false,
+            hub: None,
+        })
+    }
+}
+
+/// The hub.
+pub struct Hub {
+    streams: DashMap<String, Arc<Stream>>,
+    config: HubConfig,
+    metrics: Metrics,
+    next_publisher: AtomicU64,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(config: HubConfig, metrics: Metrics) -> Arc<Hub> {
+        Arc::new(Hub { streams: DashMap::new(), config, metrics, next_publisher: AtomicU64::new(1) })
+    }
+
+    /// The metrics the hub reports into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The hub's configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The channel, if it is live (publishing or within its grace period).
+    pub fn live(&self, channel: &str) -> Option<Arc<Stream>> {
+        let s = self.streams.get(channel)?.clone();
+        s.is_live().then_some(s)
+    }
+
+    /// Snapshots of every live channel.
+    pub fn live_streams(&self) -> Vec<StreamInfo> {
+        let all: Vec<Arc<Stream>> = self.streams.iter().map(|e| e.value().clone()).collect();
+        all.into_iter().filter(|s| s.is_live()).map(|s| s.info()).collect()
+    }
+
+    /// Subscribes to a channel whether or not it is live yet (RTMP players
+    /// wait for the publisher). The entry is dropped again when its last
+    /// waiting viewer leaves.
+    pub fn watch(self: &Arc<Self>, channel: &str) -> Subscription {
+        loop {
+            let stream = self
+                .streams
+                .entry(channel.to_string())
+                .or_insert_with(|| Arc::new(Stream::new(channel, self.config.viewer_queue_frames)))
+                .clone();
+            if let Some(mut sub) = stream.subscribe(&self.metrics) {
+                sub.hub = Some(Arc::clone(self));
+                return sub;
+            }
+            // Closed under our feet: clear it and make a fresh one.
+            self.streams.remove_if(channel, |_, v| Arc::ptr_eq(v, &stream));
+        }
+    }
+
+    /// Starts publishing `channel`. Fails if it already has a publisher; takes
+    /// over a channel in its grace period (viewers stay connected).
+    pub fn publish(self: &Arc<Self>, channel: &str) -> Result<Publisher, HubError> {
+        let id = self.next_publisher.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let stream = self
+                .streams
+                .entry(channel.to_string())
+                .or_insert_with(|| Arc::new(Stream::new(channel, self.config.viewer_queue_frames)))
+                .clone();
+            let mut st = stream.state.lock();
+            if st.closed {
+                drop(st);
+                self.streams.remove_if(channel, |_, v| Arc::ptr_eq(v, &stream));
+                continue;
+            }
+            if st.publisher.is_some() {
+                return Err(HubError::AlreadyPublishing { channel: channel.to_string() });
+            }
+            if st.grace_until.take().is_some() {
+                // The same broadcast continues: new headers will follow.
+                st.epoch += 1;
+                st.metadata = None;
+                st.avc = None;
+                st.aac = None;
+                st.gop.clear();
+                st.gop_bytes = 0;
+                tracing::info!(channel, epoch = st.epoch, "publisher resumed within the grace period");
+            } else {
+                self.metrics.streams_live.inc();
+                st.live_since = Some(Instant::now());
+            }
+            let stop = CancellationToken::new();
+            st.publisher = Some(id);
+            st.stop = Some(stop.clone());
+            drop(st);
+            self.metrics.publishers.inc();
+            return Ok(Publisher { hub: Arc::clone(self), stream, id, stop });
+        }
+    }
+
+    /// Stops a channel's publisher now (an operator or the control plane
+    /// asked). Its viewers are closed after the grace period as usual.
+    pub fn stop_publisher(&self, channel: &str) -> bool {
+        let Some(stream) = self.streams.get(channel).map(|s| s.clone()) else { return false };
+        let st = stream.state.lock();
+        match &st.stop {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn unpublish(self: &Arc<Self>, stream: &Arc<Stream>, id: u64) {
+        let mut st = stream.state.lock();
+        if st.publisher != Some(id) {
+            return;
+        }
+        st.publisher = None;
+        st.stop = None;
+        st.timeline.restart();
+        let grace = self.config.publisher_grace;
+        st.grace_until = Some(Instant::now() + grace);
+        drop(st);
+        self.metrics.publishers.dec();
+        let hub = Arc::clone(self);
+        let stream = Arc::clone(stream);
+        let expire = move || {
+            let mut st = stream.state.lock();
+            let expired = st.publisher.is_none() && st.grace_until.is_some_and(|t| t <= Instant::now());
+            if expired {
+                st.grace_until = None;
+                st.closed = true;
+                // Dropping the sender ends every subscription once drained.
+                st.tx = None;
+                drop(st);
+                hub.metrics.streams_live.dec();
+                hub.streams.remove_if(&stream.name, |_, v| Arc::ptr_eq(v, &stream));
+                tracing::info!(channel = %stream.name, "channel ended");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    expire();
+                });
+            }
+            // Outside a runtime (unit tests): expire at once when grace is zero.
+            Err(_) if grace.is_zero() => expire(),
+            Err(_) => {}
+        }
+    }
+
+    fn release_idle(&self, stream: &Arc<Stream>) {
+        let mut st = stream.state.lock();
+        let idle = st.publisher.is_none() && st.grace_until.is_none() && !st.closed;
+        if idle && st.tx.as_ref().is_some_and(|t| t.receiver_count() == 0) {
+            st.closed = true;
+            st.tx = None;
+            drop(st);
+            self.streams.remove_if(&stream.name, |_, v| Arc::ptr_eq(v, stream));
+        }
+    }
+}
+
+/// The publishing side of a channel. Dropping it starts the grace period.
+pub struct Publisher {
+    hub: Arc<Hub>,
+    stream: Arc<Stream>,
+    id: u64,
+    stop: CancellationToken,
+}
+
+impl Publisher {
+    /// The channel.
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    /// Cancelled when this publisher must stop (replaced, or stopped by the
+    /// control plane).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Pushes one audio, video or metadata message with its raw RTMP
+    /// timestamp. Returns the frame as the hub stored it.
+    pub fn push(&self, kind: FrameKind, raw_ts: u32, payload: Bytes) -> Result<Arc<Frame>, HubError> {
+        let len = payload.len();
+        let hub = &self.hub;
+        let mut st = self.stream.state.lock();
+        if st.publisher != Some(self.id) {
+            return Err(HubError::NotCurrentPublisher { channel: self.stream.name.clone() });
+        }
+        let track = match kind {
+            FrameKind::Video => Track::Video,
+            FrameKind::Audio => Track::Audio,
+            FrameKind::Metadata => Track::Data,
+        };
+        // Script data has no meaningful timestamp of its own (rml_rtmp drops
+        // it); it takes the newest time so it never disturbs the unwrapping.
+        let dts = if track == Track::Data { st.timeline.current() } else { st.timeline.map(track, raw_ts) };
+        let frame = Arc::new(Frame::parse(kind, dts, st.epoch, payload)?);
+        match kind {
+            FrameKind::Metadata => st.metadata = Some(Arc::clone(&frame)),
+            FrameKind::Video => {
+                self.stream.has_video.store(true, Ordering::Relaxed);
+                if frame.sequence_header {
+                    st.avc = Some(Arc::clone(&frame));
+                } else {
+                    cache_gop(&mut st, &frame, true, hub.config());
+                }
+            }
+            FrameKind::Audio => {
+                self.stream.has_audio.store(true, Ordering::Relaxed);
+                if frame.sequence_header {
+                    st.aac = Some(Arc::clone(&frame));
+                } else {
+                    let has_video = self.stream.has_video();
+                    cache_gop(&mut st, &frame, has_video, hub.config());
+                }
+            }
+        }
+        if let Some(tx) = &st.tx {
+            // Err only means nobody is subscribed.
+            let _ = tx.send(Arc::clone(&frame));
+        }
+        drop(st);
+        self.stream.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+        hub.metrics.bytes_in.inc_by(len as u64);
+        Ok(frame)
+    }
+}
+
+fn cache_gop(st: &mut State, frame: &Arc<Frame>, has_video: bool, config: &HubConfig) {
+    if has_video {
+        if frame.is_video() && frame.keyframe {
+            st.gop.clear();
+            st.gop_bytes = 0;
+        } else if st.gop.is_empty() {
+            // Nothing decodable to start from until the first keyframe.
+            return;
+        }
+        st.gop.push_back(Arc::clone(frame));
+        st.gop_bytes += frame.payload.len();
+        if st.gop_bytes > config.gop_cache_max_bytes {
+            // A GOP this long is not worth replaying: new viewers wait for
+            // the next keyframe instead.
+            st.gop.clear();
+            st.gop_bytes = 0;
+        }
+    } else {
+        st.gop.push_back(Arc::clone(frame));
+        st.gop_bytes += frame.payload.len();
+        while let Some(first) = st.gop.front() {
+            let too_old = frame.dts.saturating_sub(first.dts) > config.audio_only_cache_ms;
+            if too_old || st.gop_bytes > config.gop_cache_max_bytes {
+                st.gop_bytes -= first.payload.len();
+                st.gop.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.hub.unpublish(&self.stream, self.id);
+    }
+}
+
+/// One viewer's view of a channel.
+pub struct Subscription {
+    stream: Arc<Stream>,
+    rx: broadcast::Receiver<Arc<Frame>>,
+    backlog: VecDeque<Arc<Frame>>,
+    waiting_for_key: bool,
+    dropped: u64,
+    frames_dropped: prometheus::IntCounter,
+    closed: bool,
+    hub: Option<Arc<Hub>>,
+}
+
+impl Subscription {
+    /// The channel.
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    /// Frames this viewer skipped because it fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The next frame; `None` when the channel has ended.
+    pub async fn recv(&mut self) -> Option<Arc<Frame>> {
+        loop {
+            if let Some(f) = self.backlog.pop_front() {
+                return Some(f);
+            }
+            if self.closed {
+                return None;
+            }
+            match self.rx.recv().await {
+                Ok(f) => {
+                    if let Some(f) = self.admit(f) {
+                        return Some(f);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => self.lagged(n),
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.closed = true;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The next frame if one is ready now, without waiting.
+    pub fn try_recv(&mut self) -> Option<Arc<Frame>> {
+        loop {
+            if let Some(f) = self.backlog.pop_front() {
+                return Some(f);
+            }
+            if self.closed {
+                return None;
+            }
+            match self.rx.try_recv() {
+                Ok(f) => {
+                    if let Some(f) = self.admit(f) {
+                        return Some(f);
+                    }
+                }
+                Err(broadcast::error::TryRecvError::Lagged(n)) => self.lagged(n),
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    self.closed = true;
+                    return None;
+                }
+                Err(broadcast::error::TryRecvError::Empty) => return None,
+            }
+        }
+    }
+
+    /// Whether the channel has ended and every frame was delivered.
+    pub fn is_closed(&self) -> bool {
+        self.closed && self.backlog.is_empty()
+    }
+
+    fn lagged(&mut self, n: u64) {
+        self.dropped += n;
+        self.frames_dropped.inc_by(n);
+        if self.stream.has_video() {
+            self.waiting_for_key = true;
+        }
+        tracing::debug!(channel = %self.stream.name, skipped = n, "slow viewer skipped forward");
+    }
+
+    fn admit(&mut self, f: Arc<Frame>) -> Option<Arc<Frame>> {
+        if !self.waiting_for_key || f.sequence_header || f.kind == FrameKind::Metadata {
+            return Some(f);
+        }
+        if f.is_video() && f.keyframe {
+            self.waiting_for_key = false;
+            return Some(f);
+        }
+        self.dropped += 1;
+        self.frames_dropped.inc();
+        None
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // Leave the receiver count first, then see whether an idle entry
+        // (viewers waiting for a publisher that never came) can go.
+        let (tx, _) = broadcast::channel(1);
+        drop(std::mem::replace(&mut self.rx, tx.subscribe()));
+        drop(tx);
+        if let Some(hub) = self.hub.take() {
+            hub.release_idle(&self.stream);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

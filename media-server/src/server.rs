@@ -1,0 +1,136 @@
+//! The all-in-one server: binds the listeners, wires hub, hooks and
+//! protocols together, and shuts down cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use westream_control::hooks::MediaHooks;
+
+use crate::auth::StaticChannels;
+use crate::config::{ms, Config};
+use crate::http::{self, HttpContext};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::rtmp::{self, RtmpContext};
+
+/// Startup failures, naming what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    /// Where RTMP listens (the real port when configured as 0).
+    pub rtmp_addr: SocketAddr,
+    /// Where HTTP listens.
+    pub http_addr: SocketAddr,
+    /// The hub, for embedding and tests.
+    pub hub: Arc<Hub>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    shutdown_timeout: Duration,
+}
+
+impl Server {
+    /// Validates `config`, binds and starts serving, with the config's
+    /// channel table as the publish/play authority.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        config.validate()?;
+        let hooks: Arc<dyn MediaHooks> = Arc::new(StaticChannels::from_config(&config));
+        Server::start_with(config, hooks, axum::Router::new()).await
+    }
+
+    /// Starts with another authority (the control plane) and extra routes
+    /// merged into the HTTP listener.
+    pub async fn start_with(
+        config: Config,
+        hooks: Arc<dyn MediaHooks>,
+        extra: axum::Router,
+    ) -> Result<Server, StartError> {
+        config.validate()?;
+        let rtmp_addr = config.rtmp_addr()?;
+        let http_addr = config.http_addr()?;
+        let rtmp_listener = TcpListener::bind(rtmp_addr)
+            .await
+            .map_err(|source| StartError::Bind { what: "rtmp", addr: rtmp_addr, source })?;
+        let http_listener = TcpListener::bind(http_addr)
+            .await
+            .map_err(|source| StartError::Bind { what: "http", addr: http_addr, source })?;
+        let rtmp_addr = rtmp_listener.local_addr().unwrap_or(rtmp_addr);
+        let http_addr = http_listener.local_addr().unwrap_or(http_addr);
+
+        let metrics = Metrics::new();
+        let hub = Hub::new(config.hub.to_hub_config(), metrics);
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        let rtmp_ctx = Arc::new(RtmpContext {
+            hub: Arc::clone(&hub),
+            hooks: Arc::clone(&hooks),
+            config: config.rtmp.clone(),
+            shutdown: shutdown.clone(),
+        });
+        tasks.spawn(rtmp::serve(rtmp_listener, rtmp_ctx, tasks.clone()));
+
+        let http_ctx = Arc::new(HttpContext {
+            hub: Arc::clone(&hub),
+            hooks,
+            config: config.http.clone(),
+            shutdown: shutdown.clone(),
+        });
+        let app = http::router(http_ctx).merge(extra);
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(
+                http_listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "http server failed");
+            }
+        });
+        tracing::info!(%rtmp_addr, %http_addr, "westream serving");
+        Ok(Server {
+            rtmp_addr,
+            http_addr,
+            hub,
+            shutdown,
+            tasks,
+            shutdown_timeout: ms(config.server.shutdown_timeout_ms),
+        })
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, closes every connection, and waits (bounded by
+    /// `shutdown_timeout_ms`) for the tasks to finish.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(self.shutdown_timeout, self.tasks.wait()).await.is_err() {
+            tracing::warn!("shutdown timeout: some connections did not close in time");
+        }
+    }
+}
