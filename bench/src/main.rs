@@ -1,1 +1,307 @@
-fn main() {}
+//! `westream-bench`: load generation and measurement for WeStream and any
+//! other RTMP server on this machine.
+//!
+//! `fanout` runs one stamped publisher and N RTMP / HTTP-FLV players against
+//! given URLs and prints what the viewers saw and what the server cost;
+//! `compare` runs the same scenario against nginx-rtmp (started here from
+//! `bench/nginx/nginx-rtmp.conf`) and a WeStream server, side by side.
+
+mod clock;
+mod compare;
+mod fanout;
+mod flv;
+mod http_flv;
+mod media;
+mod probe;
+mod procstat;
+mod rtmp;
+mod rtmp_play;
+mod stamp;
+mod stats;
+mod target;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use clap::{Args, Parser, Subcommand};
+
+use crate::fanout::{FanoutConfig, FanoutReport};
+use crate::target::{HttpTarget, RtmpTarget};
+
+#[derive(Parser, Debug)]
+#[command(name = "westream-bench", version, about)]
+struct Cli {
+    /// Tokio worker threads for publisher and players. The server shares
+    /// the machine, so keep this small.
+    #[arg(long, default_value_t = 2, global = true)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// One publisher, many players, against one server given by URL.
+    Fanout(FanoutArgs),
+    /// The same scenario against nginx-rtmp (started here) and WeStream.
+    Compare(CompareArgs),
+}
+
+/// The scenario's shape, shared by both commands.
+#[derive(Args, Debug, Clone)]
+struct ScenarioArgs {
+    /// RTMP players.
+    #[arg(long, default_value_t = 100)]
+    viewers: u32,
+    /// HTTP-FLV players (need an FLV URL).
+    #[arg(long, default_value_t = 0)]
+    flv_viewers: u32,
+    /// Total stream bitrate, video plus audio.
+    #[arg(long, default_value_t = 2500)]
+    bitrate_kbps: u64,
+    /// Video frames per second.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Video frames per GOP (a keyframe every this many frames).
+    #[arg(long, default_value_t = 60)]
+    gop_frames: u32,
+    /// Measured window: from the first viewer's start to the end of publishing.
+    #[arg(long, default_value_t = 20)]
+    duration_secs: u64,
+    /// Publishing before viewers start, so a GOP cache has a GOP.
+    #[arg(long, default_value_t = 3)]
+    warmup_secs: u64,
+    /// Viewer connections started per second.
+    #[arg(long, default_value_t = 200)]
+    ramp_per_sec: u32,
+    /// Time after the publisher stops for the last frames to arrive.
+    #[arg(long, default_value_t = 1000)]
+    drain_ms: u64,
+}
+
+impl ScenarioArgs {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.viewers + self.flv_viewers > 20_000 {
+            anyhow::bail!(
+                "--viewers plus --flv-viewers above 20000 exceeds this machine's fd limit"
+            );
+        }
+        if self.duration_secs == 0 || self.duration_secs > 3600 {
+            anyhow::bail!("--duration-secs must be 1..=3600");
+        }
+        if self.warmup_secs > 60 || self.drain_ms > 30_000 {
+            anyhow::bail!("--warmup-secs is at most 60 and --drain-ms at most 30000");
+        }
+        Ok(())
+    }
+
+    /// Upper bound on a whole run, past which it is abandoned.
+    fn hard_timeout(&self) -> Duration {
+        Duration::from_secs(self.warmup_secs + self.duration_secs + 60)
+            + Duration::from_millis(self.drain_ms)
+    }
+
+    fn config(
+        &self,
+        label: String,
+        publish: RtmpTarget,
+        play: RtmpTarget,
+        flv: Option<HttpTarget>,
+        server_pid: Option<u32>,
+    ) -> FanoutConfig {
+        FanoutConfig {
+            label,
+            publish,
+            play,
+            flv,
+            viewers: self.viewers,
+            flv_viewers: self.flv_viewers,
+            bitrate_kbps: self.bitrate_kbps,
+            fps: self.fps,
+            gop_frames: self.gop_frames,
+            duration_secs: self.duration_secs,
+            warmup_secs: self.warmup_secs,
+            ramp_per_sec: self.ramp_per_sec,
+            drain_ms: self.drain_ms,
+            server_pid,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct FanoutArgs {
+    /// Where the publisher publishes: rtmp://HOST:PORT/APP/STREAM (loopback only).
+    #[arg(long)]
+    publish_url: String,
+    /// Where RTMP players play: rtmp://HOST:PORT/APP/STREAM.
+    #[arg(long)]
+    play_url: String,
+    /// Where HTTP-FLV players play: http://HOST:PORT/PATH.
+    #[arg(long)]
+    flv_url: Option<String>,
+    /// The server's PID, for its CPU time and memory (children included).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Name of this run in the report.
+    #[arg(long, default_value = "server")]
+    label: String,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+    #[command(flatten)]
+    scenario: ScenarioArgs,
+}
+
+#[derive(Args, Debug)]
+struct CompareArgs {
+    /// WeStream publish URL; without it only nginx-rtmp runs.
+    #[arg(long)]
+    westream_publish_url: Option<String>,
+    /// WeStream RTMP play URL.
+    #[arg(long)]
+    westream_play_url: Option<String>,
+    /// WeStream HTTP-FLV URL (for --flv-viewers; nginx-rtmp has no HTTP-FLV,
+    /// so its run uses RTMP players only).
+    #[arg(long)]
+    westream_flv_url: Option<String>,
+    /// WeStream server PID.
+    #[arg(long)]
+    westream_pid: Option<u32>,
+    /// nginx binary.
+    #[arg(long, default_value = "/usr/sbin/nginx")]
+    nginx_bin: PathBuf,
+    /// nginx config template.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/nginx/nginx-rtmp.conf"))]
+    nginx_conf: PathBuf,
+    /// nginx RTMP port (loopback).
+    #[arg(long, default_value_t = 19350)]
+    nginx_rtmp_port: u16,
+    /// nginx HTTP port (loopback, stats only).
+    #[arg(long, default_value_t = 18080)]
+    nginx_http_port: u16,
+    /// Stream name on nginx (published and played under the same name).
+    #[arg(long, default_value = "demo")]
+    nginx_stream: String,
+    /// Seconds between the two runs, for the machine to settle.
+    #[arg(long, default_value_t = 3)]
+    pause_secs: u64,
+    /// Also write both reports as JSON to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+    #[command(flatten)]
+    scenario: ScenarioArgs,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads.clamp(1, 16))
+        .enable_all()
+        .build()?;
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    println!("command: {command_line}");
+    match cli.command {
+        Command::Fanout(args) => runtime.block_on(fanout_command(args)),
+        Command::Compare(args) => runtime.block_on(compare_command(args)),
+    }
+}
+
+fn parse_rtmp(url: &str) -> anyhow::Result<RtmpTarget> {
+    RtmpTarget::parse(url).map_err(|e| anyhow!(e))
+}
+
+fn parse_http(url: Option<&str>) -> anyhow::Result<Option<HttpTarget>> {
+    url.map(|u| HttpTarget::parse(u).map_err(|e| anyhow!(e)))
+        .transpose()
+}
+
+async fn run_bounded(cfg: FanoutConfig, limit: Duration) -> anyhow::Result<FanoutReport> {
+    let label = cfg.label.clone();
+    tokio::time::timeout(limit, fanout::run(cfg))
+        .await
+        .map_err(|_| anyhow!("{label}: run exceeded its hard timeout of {limit:?}"))?
+}
+
+fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
+
+async fn fanout_command(args: FanoutArgs) -> anyhow::Result<()> {
+    args.scenario.validate()?;
+    let cfg = args.scenario.config(
+        args.label.clone(),
+        parse_rtmp(&args.publish_url)?,
+        parse_rtmp(&args.play_url)?,
+        parse_http(args.flv_url.as_deref())?,
+        args.server_pid,
+    );
+    let report = run_bounded(cfg, args.scenario.hard_timeout()).await?;
+    fanout::print_report(&report);
+    if let Some(path) = &args.json_out {
+        write_json(path, &report)?;
+    }
+    Ok(())
+}
+
+async fn compare_command(args: CompareArgs) -> anyhow::Result<()> {
+    args.scenario.validate()?;
+    let mut reports = Vec::new();
+
+    let nginx_url = format!(
+        "rtmp://127.0.0.1:{}/live/{}",
+        args.nginx_rtmp_port, args.nginx_stream
+    );
+    let nginx_scenario = ScenarioArgs {
+        flv_viewers: 0,
+        ..args.scenario.clone()
+    };
+    {
+        let nginx = compare::NginxGuard::start(
+            &args.nginx_bin,
+            &args.nginx_conf,
+            args.nginx_rtmp_port,
+            args.nginx_http_port,
+        )?;
+        eprintln!(
+            "[nginx-rtmp] started pid {} in {}",
+            nginx.pid(),
+            nginx.dir().display()
+        );
+        let cfg = nginx_scenario.config(
+            "nginx-rtmp".to_string(),
+            parse_rtmp(&nginx_url)?,
+            parse_rtmp(&nginx_url)?,
+            None,
+            Some(nginx.pid()),
+        );
+        let report = run_bounded(cfg, args.scenario.hard_timeout()).await;
+        drop(nginx);
+        reports.push(report?);
+    }
+
+    if let (Some(publish), Some(play)) = (&args.westream_publish_url, &args.westream_play_url) {
+        tokio::time::sleep(Duration::from_secs(args.pause_secs.min(60))).await;
+        let cfg = args.scenario.config(
+            "westream".to_string(),
+            parse_rtmp(publish)?,
+            parse_rtmp(play)?,
+            parse_http(args.westream_flv_url.as_deref())?,
+            args.westream_pid,
+        );
+        reports.push(run_bounded(cfg, args.scenario.hard_timeout()).await?);
+    } else {
+        eprintln!("no --westream-publish-url/--westream-play-url: ran nginx-rtmp only");
+    }
+
+    for report in &reports {
+        fanout::print_report(report);
+    }
+    println!();
+    compare::print_side_by_side(&reports);
+    if let Some(path) = &args.json_out {
+        write_json(path, &reports)?;
+    }
+    Ok(())
+}
