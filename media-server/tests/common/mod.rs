@@ -1,0 +1,255 @@
+//! Shared helpers for the integration tests: an in-process server on
+//! loopback ports, real ffmpeg publishers and ffprobe readers.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+use westream_media::{Config, Server};
+
+static UNIQUE: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh scratch directory for one test.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("westream-test-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// The test config: loopback port 0, channel demo/demo-key, short timers.
+pub fn test_config(extra: &str) -> Config {
+    let text = format!(
+        r#"
+[server]
+rtmp_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+data_dir = "{}"
+shutdown_timeout_ms = 2000
+[rtmp]
+handshake_timeout_ms = 1500
+max_message_bytes = 1048576
+[hub]
+publisher_grace_ms = 400
+[[channels]]
+name = "demo"
+stream_key = "demo-key"
+[[channels]]
+name = "other"
+stream_key = "other-key"
+{extra}
+"#,
+        scratch_dir("data").display()
+    );
+    Config::parse(&text).expect("test config parses")
+}
+
+/// Starts a server with the test config.
+pub async fn start_server() -> Server {
+    Server::start(test_config("")).await.expect("server starts")
+}
+
+/// What a generated clip contains.
+#[derive(Debug, Clone, Copy)]
+pub struct ClipSpec {
+    pub video: bool,
+    pub audio: bool,
+    pub seconds: u32,
+    pub fps: u32,
+    pub gop: u32,
+}
+
+impl Default for ClipSpec {
+    fn default() -> Self {
+        ClipSpec { video: true, audio: true, seconds: 6, fps: 30, gop: 30 }
+    }
+}
+
+/// Encodes a clip to FLV once (ultrafast x264 + AAC), so tests know exactly
+/// what they publish.
+pub fn make_clip(spec: ClipSpec) -> PathBuf {
+    let path = scratch_dir("clip").join("clip.flv");
+    let mut args: Vec<String> = vec!["-v".into(), "error".into(), "-y".into()];
+    if spec.video {
+        args.extend(["-f", "lavfi", "-i"].map(String::from));
+        args.push(format!("testsrc=size=320x240:rate={}", spec.fps));
+    }
+    if spec.audio {
+        args.extend(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"].map(String::from));
+    }
+    args.extend(["-t".to_string(), spec.seconds.to_string()]);
+    if spec.video {
+        args.extend(
+            ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-bf", "0", "-sc_threshold", "0"]
+                .map(String::from),
+        );
+        args.extend(["-g".to_string(), spec.gop.to_string()]);
+    }
+    if spec.audio {
+        args.extend(["-c:a", "aac", "-b:a", "64k"].map(String::from));
+    }
+    args.push(path.display().to_string());
+    let status = std::process::Command::new("ffmpeg").args(&args).status().expect("ffmpeg runs");
+    assert!(status.success(), "ffmpeg could not make the clip");
+    path
+}
+
+/// Publishes a file in real time (`-re -c copy`), with extra output options.
+pub fn publish(file: &PathBuf, url: &str, extra: &[&str]) -> Child {
+    Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-i"])
+        .arg(file)
+        .args(["-c", "copy"])
+        .args(extra)
+        .args(["-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg publisher starts")
+}
+
+/// RTMP publish URL.
+pub fn rtmp_url(addr: SocketAddr, name: &str) -> String {
+    format!("rtmp://{addr}/live/{name}")
+}
+
+/// Waits until `channel` is live in the server's hub.
+pub async fn wait_live(server: &Server, channel: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.hub.live(channel).is_none() {
+        assert!(Instant::now() < deadline, "channel {channel} never went live");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `channel` has seen video or audio frames.
+pub async fn wait_media(server: &Server, channel: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = server.hub.live(channel) {
+            if s.has_video() || s.has_audio() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "channel {channel} never carried media");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One packet as ffprobe reports it.
+#[derive(Debug, Clone)]
+pub struct Packet {
+    pub codec_type: String,
+    pub pts: Option<i64>,
+    pub dts: Option<i64>,
+    pub keyframe: bool,
+}
+
+/// What ffprobe read from a URL until it ended.
+#[derive(Debug, Default)]
+pub struct Probe {
+    pub codecs: Vec<(String, String)>,
+    pub packets: Vec<Packet>,
+    pub stderr: String,
+    pub success: bool,
+}
+
+impl Probe {
+    pub fn codec_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.codecs.iter().map(|(_, n)| n.as_str()).collect();
+        v.sort();
+        v
+    }
+
+    pub fn of(&self, kind: &str) -> Vec<&Packet> {
+        self.packets.iter().filter(|p| p.codec_type == kind).collect()
+    }
+
+    /// Panics unless dts never decreases within each stream.
+    pub fn assert_monotonic(&self) {
+        for kind in ["video", "audio"] {
+            let dts: Vec<i64> = self.of(kind).iter().filter_map(|p| p.dts).collect();
+            for w in dts.windows(2) {
+                assert!(w[1] >= w[0], "{kind} dts went backwards: {} -> {}", w[0], w[1]);
+            }
+        }
+    }
+}
+
+/// Reads every packet of a stream URL with ffprobe (time base ms for FLV
+/// and RTMP), bounded by `limit`.
+pub async fn probe(url: impl AsRef<str>, limit: Duration) -> Probe {
+    let url = url.as_ref();
+    let child = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=index,codec_name,codec_type:packet=stream_index,pts,dts,flags"])
+        .args(["-of", "compact", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffprobe starts");
+    let out = tokio::time::timeout(limit, child.wait_with_output()).await.expect("ffprobe finished in time").expect("ffprobe output");
+    parse_probe(&String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr).into(), out.status.success())
+}
+
+fn parse_probe(stdout: &str, stderr: String, success: bool) -> Probe {
+    let mut probe = Probe { stderr, success, ..Probe::default() };
+    let mut raw_packets = Vec::new();
+    for line in stdout.lines() {
+        let mut fields = line.split('|');
+        let kind = fields.next().unwrap_or("");
+        let map: std::collections::HashMap<&str, &str> = fields.filter_map(|f| f.split_once('=')).collect();
+        match kind {
+            "stream" => probe.codecs.push((
+                map.get("codec_type").unwrap_or(&"").to_string(),
+                map.get("codec_name").unwrap_or(&"").to_string(),
+            )),
+            "packet" => raw_packets.push((
+                map.get("stream_index").and_then(|v| v.parse::<usize>().ok()).unwrap_or(usize::MAX),
+                map.get("pts").and_then(|v| v.parse().ok()),
+                map.get("dts").and_then(|v| v.parse().ok()),
+                map.get("flags").is_some_and(|f| f.starts_with('K')),
+            )),
+            _ => {}
+        }
+    }
+    // ffprobe prints streams after packets; resolve indices at the end.
+    let mut index_kind = std::collections::HashMap::new();
+    for line in stdout.lines().filter(|l| l.starts_with("stream|")) {
+        let map: std::collections::HashMap<&str, &str> = line.split('|').skip(1).filter_map(|f| f.split_once('=')).collect();
+        if let (Some(i), Some(t)) = (map.get("index").and_then(|v| v.parse::<usize>().ok()), map.get("codec_type")) {
+            index_kind.insert(i, t.to_string());
+        }
+    }
+    probe.packets = raw_packets
+        .into_iter()
+        .map(|(i, pts, dts, keyframe)| Packet {
+            codec_type: index_kind.get(&i).cloned().unwrap_or_default(),
+            pts,
+            dts,
+            keyframe,
+        })
+        .collect();
+    probe
+}
+
+/// Counts the packets of one kind in a media file.
+pub async fn count_packets(file: &PathBuf, kind: &str) -> usize {
+    let p = probe(&file.display().to_string(), Duration::from_secs(30)).await;
+    p.of(kind).len()
+}
+
+/// GET a URL, returning status and body text.
+pub async fn http_get(url: &str) -> (u16, String) {
+    let resp = reqwest::get(url).await.expect("http request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
