@@ -32,6 +32,10 @@ use crate::config::ms;
 use crate::hub::{Publisher, Subscription};
 use crate::media::{metadata, FrameKind};
 
+/// How long a lone audio frame waits for the next frame before it is
+/// written to a player.
+const AUDIO_COALESCE: std::time::Duration = std::time::Duration::from_millis(15);
+
 /// Why a connection ended abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -429,19 +433,31 @@ impl Conn<'_> {
             }
         };
         let mut queued = 0usize;
+        let mut last_audio = first.kind == FrameKind::Audio;
         let b = encode(&first);
         queued += b.len();
         self.out.push_back(b);
-        // Up to 64 frames or 1 MiB per write.
+        // Up to 64 frames or 1 MiB per write. An audio frame alone waits up
+        // to AUDIO_COALESCE for company (usually the next video frame), so a
+        // viewer costs about one write per video frame instead of one per
+        // message; the publisher is never waited on.
+        let deadline = tokio::time::Instant::now() + AUDIO_COALESCE;
         while self.out.len() < 64 && queued < 1 << 20 {
-            match sub.try_recv() {
-                Some(f) => {
-                    let b = encode(&f);
-                    queued += b.len();
-                    self.out.push_back(b);
+            let next = match sub.try_recv() {
+                Some(f) => Some(f),
+                None if last_audio && sub.stream().has_video() => {
+                    match tokio::time::timeout_at(deadline, sub.recv()).await {
+                        Ok(f) => f,
+                        Err(_) => None,
+                    }
                 }
-                None => break,
-            }
+                None => None,
+            };
+            let Some(f) = next else { break };
+            last_audio = f.kind == FrameKind::Audio;
+            let b = encode(&f);
+            queued += b.len();
+            self.out.push_back(b);
         }
         let stream = Arc::clone(sub.stream());
         let written = self.flush().await?;
