@@ -417,6 +417,13 @@ pub fn scan_amf0(data: &[u8], max_depth: usize) -> Result<(), GuardError> {
     }
 }
 
+/// How many top-level AMF0 values `rml_amf0` reads from `data` (0 on a
+/// parse error). For the fuzz target: what the guard passes must be safe to
+/// hand to the recursive parser.
+pub fn amf0_value_count(data: &mut &[u8]) -> usize {
+    rml_amf0::deserialize(data).map(|v| v.len()).unwrap_or(0)
+}
+
 #[cfg(test)]
 #[path = "guard_tests.rs"]
 mod tests;
