@@ -58,6 +58,8 @@ pub struct Config {
     pub hub: HubSection,
     /// HTTP serving (HTTP-FLV, metrics).
     pub http: HttpConfig,
+    /// HLS packaging.
+    pub hls: HlsConfig,
     /// Channels and their secret stream keys, while no control plane
     /// database is configured.
     pub channels: Vec<ChannelConfig>,
@@ -177,6 +179,39 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[hls]`: the in-process MPEG-TS segmenter and its live playlists.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HlsConfig {
+    /// Package every live channel as HLS (`/live/{channel}/index.m3u8`).
+    pub enabled: bool,
+    /// Target segment duration: a segment is cut at the first keyframe
+    /// after this much media (audio-only streams cut on time).
+    pub segment_duration_ms: u64,
+    /// Segments listed in the live playlist.
+    pub playlist_length: usize,
+    /// Segments kept in memory beyond the playlist, for players behind.
+    pub extra_segments_kept: usize,
+    /// How long a finished playlist (with `EXT-X-ENDLIST`) stays served
+    /// after its channel ended.
+    pub ended_playlist_keep_ms: u64,
+    /// Also write segments and the playlist under `{data_dir}/hls/{channel}/`.
+    pub dvr_enabled: bool,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            enabled: true,
+            segment_duration_ms: 2000,
+            playlist_length: 6,
+            extra_segments_kept: 4,
+            ended_playlist_keep_ms: 60_000,
+            dvr_enabled: false,
+        }
+    }
+}
+
 /// `[[channels]]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -257,6 +292,19 @@ impl Config {
         if self.hub.gop_cache_max_bytes < 1024 * 1024 {
             return Err(invalid("hub.gop_cache_max_bytes", "must be at least 1 MiB"));
         }
+        let h = &self.hls;
+        if !(500..=30_000).contains(&h.segment_duration_ms) {
+            return Err(invalid("hls.segment_duration_ms", "must be between 500 and 30000"));
+        }
+        if !(2..=100).contains(&h.playlist_length) {
+            return Err(invalid("hls.playlist_length", "must be between 2 and 100"));
+        }
+        if h.extra_segments_kept > 1000 {
+            return Err(invalid("hls.extra_segments_kept", "must be at most 1000"));
+        }
+        if h.ended_playlist_keep_ms > 24 * 3600 * 1000 {
+            return Err(invalid("hls.ended_playlist_keep_ms", "must be at most 24 h"));
+        }
         let mut names = HashSet::new();
         let mut keys = HashSet::new();
         for (i, c) in self.channels.iter().enumerate() {
@@ -327,6 +375,18 @@ mod tests {
         let cfg = Config::parse("[server]\nhttp_listen = \"localhost-8080\"\n").unwrap();
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("server.http_listen"), "{err}");
+    }
+
+    #[test]
+    fn hls_section_has_defaults_and_names_bad_keys() {
+        let cfg = Config::parse("").unwrap();
+        assert_eq!(cfg.hls.segment_duration_ms, 2000);
+        assert_eq!(cfg.hls.playlist_length, 6);
+        assert!(!cfg.hls.dvr_enabled);
+        let err = Config::parse("[hls]\nsegment_duration_ms = 10\n").unwrap().validate().unwrap_err().to_string();
+        assert!(err.contains("hls.segment_duration_ms"), "{err}");
+        let err = Config::parse("[hls]\nsegment_ms = 2000\n").unwrap_err().to_string();
+        assert!(err.contains("segment_ms"), "{err}");
     }
 
     #[test]

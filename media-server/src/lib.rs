@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod hls;
 pub mod http;
 pub mod hub;
 pub mod media;

@@ -12,6 +12,7 @@ use westream_control::hooks::MediaHooks;
 
 use crate::auth::StaticChannels;
 use crate::config::{ms, Config};
+use crate::hls::{self, HlsPackager};
 use crate::http::{self, HttpContext};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -43,6 +44,8 @@ pub struct Server {
     pub http_addr: SocketAddr,
     /// The hub, for embedding and tests.
     pub hub: Arc<Hub>,
+    /// The HLS packager, when `[hls] enabled`.
+    pub hls: Option<Arc<HlsPackager>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     shutdown_timeout: Duration,
@@ -81,6 +84,17 @@ impl Server {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 
+        // Before RTMP accepts anything, so no channel goes live unseen.
+        let hls = config.hls.enabled.then(|| {
+            HlsPackager::start(
+                Arc::clone(&hub),
+                config.hls.clone(),
+                config.server.data_dir.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            )
+        });
+
         let rtmp_ctx = Arc::new(RtmpContext {
             hub: Arc::clone(&hub),
             hooks: Arc::clone(&hooks),
@@ -91,11 +105,19 @@ impl Server {
 
         let http_ctx = Arc::new(HttpContext {
             hub: Arc::clone(&hub),
-            hooks,
+            hooks: Arc::clone(&hooks),
             config: config.http.clone(),
             shutdown: shutdown.clone(),
         });
-        let app = http::router(http_ctx).merge(extra);
+        let mut app = http::router(http_ctx);
+        if let Some(packager) = &hls {
+            app = app.merge(hls::http::router(Arc::new(hls::http::HlsHttpContext {
+                packager: Arc::clone(packager),
+                hooks,
+                cors_allow_origin: config.http.cors_allow_origin.clone(),
+            })));
+        }
+        let app = app.merge(extra);
         let token = shutdown.clone();
         tasks.spawn(async move {
             let served = axum::serve(
@@ -113,6 +135,7 @@ impl Server {
             rtmp_addr,
             http_addr,
             hub,
+            hls,
             shutdown,
             tasks,
             shutdown_timeout: ms(config.server.shutdown_timeout_ms),

@@ -212,12 +212,21 @@ pub struct Hub {
     config: HubConfig,
     metrics: Metrics,
     next_publisher: AtomicU64,
+    went_live: broadcast::Sender<String>,
 }
 
 impl Hub {
     /// An empty hub.
     pub fn new(config: HubConfig, metrics: Metrics) -> Arc<Hub> {
-        Arc::new(Hub { streams: DashMap::new(), config, metrics, next_publisher: AtomicU64::new(1) })
+        let (went_live, _) = broadcast::channel(256);
+        Arc::new(Hub { streams: DashMap::new(), config, metrics, next_publisher: AtomicU64::new(1), went_live })
+    }
+
+    /// Names of channels as they go live (a first publisher, not one that
+    /// resumes within the grace period). Packagers that follow every channel
+    /// (HLS) listen here; one that lags should rescan [`Hub::live_streams`].
+    pub fn subscribe_went_live(&self) -> broadcast::Receiver<String> {
+        self.went_live.subscribe()
     }
 
     /// The metrics the hub reports into.
@@ -280,6 +289,7 @@ impl Hub {
             if st.publisher.is_some() {
                 return Err(HubError::AlreadyPublishing { channel: channel.to_string() });
             }
+            let mut fresh = false;
             if st.grace_until.take().is_some() {
                 // The same broadcast continues: new headers will follow.
                 st.epoch += 1;
@@ -292,12 +302,17 @@ impl Hub {
             } else {
                 self.metrics.streams_live.inc();
                 st.live_since = Some(Instant::now());
+                fresh = true;
             }
             let stop = CancellationToken::new();
             st.publisher = Some(id);
             st.stop = Some(stop.clone());
             drop(st);
             self.metrics.publishers.inc();
+            if fresh {
+                // Err only means no packager is listening.
+                let _ = self.went_live.send(channel.to_string());
+            }
             return Ok(Publisher { hub: Arc::clone(self), stream, id, stop });
         }
     }

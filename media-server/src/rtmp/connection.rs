@@ -446,10 +446,7 @@ impl Conn<'_> {
             let next = match sub.try_recv() {
                 Some(f) => Some(f),
                 None if last_audio && sub.stream().has_video() => {
-                    match tokio::time::timeout_at(deadline, sub.recv()).await {
-                        Ok(f) => f,
-                        Err(_) => None,
-                    }
+                    tokio::time::timeout_at(deadline, sub.recv()).await.unwrap_or_default()
                 }
                 None => None,
             };

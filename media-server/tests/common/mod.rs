@@ -100,7 +100,7 @@ pub fn make_clip(spec: ClipSpec) -> PathBuf {
 }
 
 /// Publishes a file in real time (`-re -c copy`), with extra output options.
-pub fn publish(file: &PathBuf, url: &str, extra: &[&str]) -> Child {
+pub fn publish(file: &std::path::Path, url: &str, extra: &[&str]) -> Child {
     Command::new("ffmpeg")
         .args(["-v", "error", "-re", "-i"])
         .arg(file)
@@ -242,7 +242,7 @@ fn parse_probe(stdout: &str, stderr: String, success: bool) -> Probe {
 }
 
 /// Counts the packets of one kind in a media file.
-pub async fn count_packets(file: &PathBuf, kind: &str) -> usize {
+pub async fn count_packets(file: &std::path::Path, kind: &str) -> usize {
     let p = probe(&file.display().to_string(), Duration::from_secs(30)).await;
     p.of(kind).len()
 }

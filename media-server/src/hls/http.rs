@@ -1,0 +1,184 @@
+//! HLS over HTTP: `GET /live/{channel}/index.m3u8` (master),
+//! `/live/{channel}/{rendition}.m3u8` (media) and `/live/{channel}/{n}.ts`,
+//! all from memory.
+//!
+//! Names from the URL are checked against fixed shapes (channel:
+//! [`valid_channel_name`]; playlists `^[a-z0-9_]{1,32}\.m3u8$`; segments
+//! `^[0-9]{1,12}\.ts$`) and only ever used as map keys: nothing here touches
+//! the filesystem.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use westream_control::hooks::{MediaHooks, PlayProtocol, PlayRequest};
+
+use super::playlist::{SegmentLookup, SOURCE_RENDITION};
+use super::HlsPackager;
+use crate::config::valid_channel_name;
+use crate::http::flv::{denied_status, PlayQuery};
+
+/// Content type of playlists.
+pub const PLAYLIST_MIME: &str = "application/vnd.apple.mpegurl";
+/// Content type of segments.
+pub const SEGMENT_MIME: &str = "video/mp2t";
+/// Playlists change every segment.
+pub const PLAYLIST_CACHE: &str = "public, max-age=1";
+/// A segment URL never changes content (sequence numbers are not reused).
+pub const SEGMENT_CACHE: &str = "public, max-age=86400, immutable";
+
+/// What the HLS handlers share.
+pub struct HlsHttpContext {
+    /// The packager whose channels are served.
+    pub packager: Arc<HlsPackager>,
+    /// Play authorization (asked for playlists).
+    pub hooks: Arc<dyn MediaHooks>,
+    /// `Access-Control-Allow-Origin`.
+    pub cors_allow_origin: String,
+}
+
+/// The HLS routes.
+pub fn router(ctx: Arc<HlsHttpContext>) -> Router {
+    Router::new().route("/live/{channel}/{file}", get(serve)).with_state(ctx)
+}
+
+/// What a request file name asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HlsFile {
+    /// `index.m3u8`
+    Master,
+    /// `{rendition}.m3u8`
+    Media(String),
+    /// `{n}.ts`
+    Segment(u64),
+}
+
+impl HlsFile {
+    /// Parses a file name; `None` for anything outside the fixed shapes.
+    pub fn parse(file: &str) -> Option<HlsFile> {
+        if file == "index.m3u8" {
+            return Some(HlsFile::Master);
+        }
+        if let Some(n) = file.strip_suffix(".ts") {
+            if (1..=12).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()) {
+                return n.parse().ok().map(HlsFile::Segment);
+            }
+            return None;
+        }
+        let r = file.strip_suffix(".m3u8")?;
+        let ok = (1..=32).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        ok.then(|| HlsFile::Media(r.to_string()))
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            HlsFile::Master => "master",
+            HlsFile::Media(_) => "media",
+            HlsFile::Segment(_) => "segment",
+        }
+    }
+}
+
+async fn serve(
+    State(ctx): State<Arc<HlsHttpContext>>,
+    Path((channel, file)): Path<(String, String)>,
+    Query(q): Query<PlayQuery>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+) -> Response {
+    let requests = &ctx.packager.metrics().requests;
+    let Some(what) = HlsFile::parse(&file).filter(|_| valid_channel_name(&channel)) else {
+        requests.with_label_values(&["other", "not_found"]).inc();
+        return error(&ctx, StatusCode::NOT_FOUND, "not found: use /live/{channel}/index.m3u8");
+    };
+    let kind = what.kind();
+    if !matches!(what, HlsFile::Segment(_)) {
+        let req = PlayRequest {
+            app: "live".into(),
+            channel: channel.clone(),
+            token: q.token,
+            protocol: PlayProtocol::Hls,
+            client_addr: Some(peer),
+        };
+        if let Err(denied) = ctx.hooks.authorize_play(&req).await {
+            ctx.packager.hub().metrics().rejected.with_label_values(&[denied.label()]).inc();
+            requests.with_label_values(&[kind, "denied"]).inc();
+            return error(&ctx, denied_status(&denied), &denied.to_string());
+        }
+    }
+    let Some(entry) = ctx.packager.channel(&channel) else {
+        requests.with_label_values(&[kind, "not_found"]).inc();
+        return error(&ctx, StatusCode::NOT_FOUND, &format!("channel '{channel}' is not live"));
+    };
+    let found: Result<(Bytes, &str, &str), String> = {
+        let p = entry.playlist.read();
+        match &what {
+            HlsFile::Master => p
+                .master_playlist()
+                .map(|b| (b, PLAYLIST_MIME, PLAYLIST_CACHE))
+                .ok_or_else(|| format!("channel '{channel}' has no segment yet; retry shortly")),
+            HlsFile::Media(r) if r == SOURCE_RENDITION => p
+                .media_playlist()
+                .map(|b| (b, PLAYLIST_MIME, PLAYLIST_CACHE))
+                .ok_or_else(|| format!("channel '{channel}' has no segment yet; retry shortly")),
+            HlsFile::Media(r) => Err(format!("channel '{channel}' has no rendition '{r}'")),
+            HlsFile::Segment(n) => match p.segment(*n) {
+                Ok(s) => Ok((s.data.clone(), SEGMENT_MIME, SEGMENT_CACHE)),
+                Err(SegmentLookup::Expired) => Err(format!("segment {n} has left the live window")),
+                Err(SegmentLookup::NotYet) => Err(format!("segment {n} is not available")),
+            },
+        }
+    };
+    let (body, mime, cache) = match found {
+        Ok(f) => f,
+        Err(reason) => {
+            requests.with_label_values(&[kind, "not_found"]).inc();
+            return error(&ctx, StatusCode::NOT_FOUND, &reason);
+        }
+    };
+    requests.with_label_values(&[kind, "ok"]).inc();
+    let n = body.len() as u64;
+    entry.stream.bytes_out.fetch_add(n, Ordering::Relaxed);
+    ctx.packager.hub().metrics().bytes_out.with_label_values(&["hls"]).inc_by(n);
+    let mut resp = body.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    add_cors(&ctx, &mut resp);
+    resp
+}
+
+fn error(ctx: &HlsHttpContext, status: StatusCode, reason: &str) -> Response {
+    let mut resp = (status, format!("{reason}\n")).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    add_cors(ctx, &mut resp);
+    resp
+}
+
+fn add_cors(ctx: &HlsHttpContext, resp: &mut Response) {
+    if let Ok(v) = HeaderValue::from_str(&ctx.cors_allow_origin) {
+        resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_outside_the_fixed_shapes_are_refused() {
+        assert_eq!(HlsFile::parse("index.m3u8"), Some(HlsFile::Master));
+        assert_eq!(HlsFile::parse("source.m3u8"), Some(HlsFile::Media("source".into())));
+        assert_eq!(HlsFile::parse("1764070852.ts"), Some(HlsFile::Segment(1_764_070_852)));
+        for bad in [
+            "../x.ts", "..", "a/b.m3u8", "Source.m3u8", ".m3u8", ".ts", "1234567890123.ts", "-1.ts", "1.ts.bak",
+            "x.TS", "%2e%2e.ts", "abc", "", "index.m3u8/", "a b.m3u8",
+        ] {
+            assert_eq!(HlsFile::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! [`ChannelPlaylist`]: one channel's segments in memory and its playlists,
+//! rendered with `hls_m3u8` once per new segment and served as cached
+//! `Bytes`, so a request costs a lookup and a clone.
+//!
+//! Contract:
+//! - The media playlist lists the newest `playlist_length` segments; the
+//!   ring keeps `extra_segments_kept` older ones for players that are behind.
+//! - `EXT-X-TARGETDURATION` is the ceiling of the longest segment ever
+//!   listed (and at least the configured target), so it never understates a
+//!   segment and never shrinks while the channel lives.
+//! - `EXT-X-DISCONTINUITY-SEQUENCE` counts the discontinuities that left
+//!   the playlist window, as RFC 8216 §4.3.3.3 requires.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hls_m3u8::tags::{ExtXProgramDateTime, VariantStream};
+use hls_m3u8::types::StreamData;
+use hls_m3u8::{MasterPlaylist, MediaPlaylist, MediaSegment};
+
+use super::segmenter::{Segment, StreamParams};
+
+/// The playlist name of the source rendition (transcoded ones will be
+/// `720p.m3u8` and so on).
+pub const SOURCE_RENDITION: &str = "source";
+
+/// Why a segment cannot be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentLookup {
+    /// Older than the ring.
+    Expired,
+    /// Not produced yet.
+    NotYet,
+}
+
+/// One channel's HLS state, shared between its segmenter (writer) and the
+/// HTTP handlers (readers).
+#[derive(Debug)]
+pub struct ChannelPlaylist {
+    channel: String,
+    playlist_length: usize,
+    ring_capacity: usize,
+    min_target_s: u64,
+    segments: VecDeque<Arc<Segment>>,
+    target_duration_s: u64,
+    discontinuity_sequence: u64,
+    ended: bool,
+    params: StreamParams,
+    media_text: Option<Bytes>,
+    master_text: Option<Bytes>,
+}
+
+impl ChannelPlaylist {
+    /// An empty playlist for `channel`.
+    pub fn new(channel: &str, segment_duration_ms: u64, playlist_length: usize, extra_kept: usize) -> ChannelPlaylist {
+        ChannelPlaylist {
+            channel: channel.to_string(),
+            playlist_length: playlist_length.max(1),
+            ring_capacity: playlist_length.max(1) + extra_kept,
+            min_target_s: segment_duration_ms.div_ceil(1000).max(1),
+            segments: VecDeque::new(),
+            target_duration_s: 0,
+            discontinuity_sequence: 0,
+            ended: false,
+            params: StreamParams::default(),
+            media_text: None,
+            master_text: None,
+        }
+    }
+
+    /// The channel name.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Adds a finished segment and re-renders the playlists.
+    pub fn push(&mut self, segment: Segment) {
+        let first_listed_before = self.listed_start();
+        self.params = segment.params.clone();
+        self.target_duration_s = self
+            .target_duration_s
+            .max(self.min_target_s)
+            .max(segment.duration_ms.div_ceil(1000));
+        self.segments.push_back(Arc::new(segment));
+        // Discontinuities that scrolled out of the playlist window (counted
+        // before the ring drops them: the window may be the whole ring).
+        let first_listed_after = self.listed_start();
+        let left = self
+            .segments
+            .iter()
+            .filter(|s| s.sequence >= first_listed_before.unwrap_or(u64::MAX))
+            .filter(|s| first_listed_after.is_some_and(|a| s.sequence < a))
+            .filter(|s| s.discontinuity)
+            .count();
+        self.discontinuity_sequence += left as u64;
+        while self.segments.len() > self.ring_capacity {
+            self.segments.pop_front();
+        }
+        self.render();
+    }
+
+    /// Marks the stream as ended for good (`EXT-X-ENDLIST`).
+    pub fn end(&mut self) {
+        self.ended = true;
+        self.render();
+    }
+
+    /// Whether the stream ended.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Segments in memory, oldest first.
+    pub fn segments(&self) -> impl Iterator<Item = &Arc<Segment>> {
+        self.segments.iter()
+    }
+
+    /// The segment numbered `sequence`.
+    pub fn segment(&self, sequence: u64) -> Result<Arc<Segment>, SegmentLookup> {
+        let first = self.segments.front().map(|s| s.sequence);
+        let last = self.segments.back().map(|s| s.sequence);
+        match (first, last) {
+            (Some(f), _) if sequence < f => Err(SegmentLookup::Expired),
+            (_, Some(l)) if sequence <= l => self
+                .segments
+                .get((sequence - self.segments[0].sequence) as usize)
+                .filter(|s| s.sequence == sequence)
+                .cloned()
+                .ok_or(SegmentLookup::NotYet),
+            _ if self.ended && first.is_some() => Err(SegmentLookup::Expired),
+            _ => Err(SegmentLookup::NotYet),
+        }
+    }
+
+    /// The media playlist, once a segment exists.
+    pub fn media_playlist(&self) -> Option<Bytes> {
+        self.media_text.clone()
+    }
+
+    /// The master playlist, once a segment exists.
+    pub fn master_playlist(&self) -> Option<Bytes> {
+        self.master_text.clone()
+    }
+
+    fn listed_start(&self) -> Option<u64> {
+        let skip = self.segments.len().saturating_sub(self.playlist_length);
+        self.segments.get(skip).map(|s| s.sequence)
+    }
+
+    fn listed(&self) -> impl Iterator<Item = &Arc<Segment>> {
+        self.segments.iter().skip(self.segments.len().saturating_sub(self.playlist_length))
+    }
+
+    fn render(&mut self) {
+        match render_media(self) {
+            Ok(text) => self.media_text = text.map(Bytes::from),
+            Err(e) => tracing::error!(channel = %self.channel, error = %e, "media playlist not rendered"),
+        }
+        match render_master(self) {
+            Ok(text) => self.master_text = text.map(Bytes::from),
+            Err(e) => tracing::error!(channel = %self.channel, error = %e, "master playlist not rendered"),
+        }
+    }
+
+    /// Peak bits per second over the segments in memory.
+    fn peak_bandwidth(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| (s.data.len() as u64 * 8 * 1000) / s.duration_ms.max(1))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+fn render_media(p: &ChannelPlaylist) -> Result<Option<String>, hls_m3u8::Error> {
+    let Some(first) = p.listed().next() else { return Ok(None) };
+    let mut segments = Vec::with_capacity(p.playlist_length);
+    for s in p.listed() {
+        segments.push(
+            MediaSegment::builder()
+                .duration(Duration::from_millis(s.duration_ms))
+                .uri(format!("{}.ts", s.sequence))
+                .has_discontinuity(s.discontinuity)
+                .program_date_time(ExtXProgramDateTime::new(iso8601_ms(s.program_date_time_ms)))
+                .build()?,
+        );
+    }
+    let playlist = MediaPlaylist::builder()
+        .target_duration(Duration::from_secs(p.target_duration_s))
+        .media_sequence(first.sequence as usize)
+        .discontinuity_sequence(p.discontinuity_sequence as usize)
+        .has_end_list(p.ended)
+        .segments(segments)
+        .build()?;
+    Ok(Some(playlist.to_string()))
+}
+
+fn render_master(p: &ChannelPlaylist) -> Result<Option<String>, hls_m3u8::Error> {
+    if p.segments.is_empty() {
+        return Ok(None);
+    }
+    let mut data = StreamData::builder();
+    data.bandwidth(p.peak_bandwidth().max(1));
+    if !p.params.codecs.is_empty() {
+        data.codecs(p.params.codecs.clone());
+    }
+    if let Some((w, h)) = p.params.resolution {
+        data.resolution((w as usize, h as usize));
+    }
+    let variant = VariantStream::ExtXStreamInf {
+        uri: Cow::Owned(format!("{SOURCE_RENDITION}.m3u8")),
+        frame_rate: None,
+        audio: None,
+        subtitles: None,
+        closed_captions: None,
+        stream_data: data.build()?,
+    };
+    let master = MasterPlaylist::builder().variant_streams(vec![variant]).build()?;
+    Ok(Some(master.to_string()))
+}
+
+/// `2026-11-25T11:40:52.123Z` from ms since the Unix epoch.
+pub fn iso8601_ms(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        unix_ms % 1000
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
