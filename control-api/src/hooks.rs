@@ -118,4 +118,87 @@ pub trait MediaHooks: Send + Sync + 'static {
     /// Says whether a viewer may play a channel. `Ok` for a channel that
     /// exists but is not live yet: the caller decides what to do then.
     async fn authorize_play(&self, req: &PlayRequest) -> Result<(), Denied>;
+
+    /// Reports one metering batch. A batch is counted once per
+    /// `(node_id, batch_seq)`, so the caller may retry it freely until it
+    /// gets `Ok`. The receipt carries the stop orders that concern the
+    /// channels in the batch. The default counts nothing (config-only auth).
+    async fn report_usage(&self, batch: &UsageBatch) -> Result<UsageReceipt, ReportError> {
+        let _ = batch;
+        Ok(UsageReceipt::default())
+    }
+
+    /// Every stop order in force: the node warns the publisher at once and
+    /// ends the stream at `stop_at_ms`. Nodes poll this (or read the receipt
+    /// of [`MediaHooks::report_usage`]); the default has none.
+    async fn stop_orders(&self) -> Result<Vec<StopOrder>, ReportError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Usage of one channel on one node during one metering interval.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelUsage {
+    /// The public channel name.
+    pub channel: String,
+    /// Bytes sent to viewers (all protocols). This is what packages pay for.
+    pub bytes_out: u64,
+    /// Bytes received from the publisher (metered, charged only if configured).
+    pub bytes_in: u64,
+    /// Sum over viewers of seconds watched in the interval.
+    pub viewer_seconds: u64,
+}
+
+/// One idempotent metering report from a media node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageBatch {
+    /// Stable id of the reporting node (origin or edge).
+    pub node_id: String,
+    /// The idempotency key with `node_id`: a retry resends the same number
+    /// and content. It must never repeat for other content, also across a
+    /// node restart (start it at the boot time in ms, or persist it): a
+    /// reused number with other content is refused as a conflict.
+    pub batch_seq: u64,
+    /// Per-channel counters for the interval.
+    pub channels: Vec<ChannelUsage>,
+}
+
+/// An order to end a live stream whose owner ran out of bandwidth.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StopOrder {
+    /// The channel to stop.
+    pub channel: String,
+    /// Safe to show to the publisher (no secrets).
+    pub reason: String,
+    /// When the order was issued (unix ms): warn the publisher now.
+    pub issued_at_ms: u64,
+    /// When the stream must end (unix ms): issued time plus the grace period.
+    pub stop_at_ms: u64,
+}
+
+/// What the control plane answers to a usage batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UsageReceipt {
+    /// True when this batch had been counted before (a retry).
+    pub duplicate: bool,
+    /// Stop orders in force for channels of this batch.
+    pub stop_orders: Vec<StopOrder>,
+    /// Unexpired package bytes the owner of each known channel of the
+    /// batch has left after it was counted (for warnings and metrics).
+    #[serde(default)]
+    pub bytes_remaining: std::collections::BTreeMap<String, i64>,
+}
+
+/// Why a usage report or a stop-order poll failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    /// The control plane could not be reached or failed; retry the same batch.
+    #[error("control plane unavailable: {0}")]
+    Unavailable(String),
+    /// The control plane refused the batch (bad node token, a sequence number
+    /// reused for different content); retrying the same batch will not help.
+    #[error("usage batch rejected: {0}")]
+    Rejected(String),
 }

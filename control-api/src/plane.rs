@@ -1,0 +1,151 @@
+//! [`ControlPlane`]: opens the store, seeds it, and hands out the REST
+//! router, the in-process hooks and the metrics.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{ConfigError, ControlConfig};
+use crate::hooks::MediaHooks;
+use crate::inproc::InProcessHooks;
+use crate::metrics::ControlMetrics;
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The `[control]` table is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory could not be created.
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The database could not be opened, migrated or seeded.
+    #[error("control store: {0}")]
+    Store(#[from] StoreError),
+    /// A metric could not be built or registered (e.g. registered twice).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// State shared by the router, the hooks and the handles.
+pub(crate) struct Inner {
+    pub(crate) config: ControlConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) metrics: Arc<ControlMetrics>,
+    pub(crate) hooks: Arc<InProcessHooks>,
+    /// API token -> caller, so a busy client does not cost a read per
+    /// request. Tokens cannot be revoked yet; when they can, clear it there.
+    pub(crate) auth_cache: crate::inproc::TtlCache<String, crate::store::Caller>,
+}
+
+/// The control plane of one process. Cheap to clone.
+#[derive(Clone)]
+pub struct ControlPlane {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane").finish_non_exhaustive()
+    }
+}
+
+/// How long an authenticated API token is remembered.
+const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Unix time in milliseconds; the store takes time as an argument.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Runs a blocking store call off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    store: &Arc<dyn Store>,
+    f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+impl ControlPlane {
+    /// Validates `config`, opens (or creates) the SQLite file under
+    /// `data_dir`, applies migrations and creates the seed accounts.
+    /// Blocking: call it before serving, or from `spawn_blocking`.
+    pub fn open(config: ControlConfig, data_dir: &Path) -> Result<ControlPlane, ControlError> {
+        config.validate()?;
+        std::fs::create_dir_all(data_dir).map_err(|source| ControlError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let path = data_dir.join(&config.database_file);
+        let _span = tracing::info_span!("control_open", path = %path.display()).entered();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
+            &path,
+            config.sqlite_synchronous,
+            config.sqlite_read_connections,
+        )?);
+        store.seed(&config, now_ms())?;
+        Self::with_store(config, store)
+    }
+
+    /// Builds a control plane over any [`Store`] (another backend, tests).
+    /// The store must already be migrated and seeded.
+    pub fn with_store(
+        config: ControlConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<ControlPlane, ControlError> {
+        config.validate()?;
+        let metrics = Arc::new(ControlMetrics::new(config.metrics_max_channels)?);
+        let hooks = Arc::new(InProcessHooks::new(
+            &config,
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+        ));
+        Ok(ControlPlane {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                metrics,
+                hooks,
+                auth_cache: crate::inproc::TtlCache::new(AUTH_CACHE_TTL),
+            }),
+        })
+    }
+
+    /// The REST API, every route under `/v1`, state applied: merge it into
+    /// the server's router.
+    pub fn router(&self) -> axum::Router {
+        crate::api::router(Arc::clone(&self.inner))
+    }
+
+    /// The in-process [`MediaHooks`] (cached publish and play checks, usage
+    /// reports straight into the store).
+    pub fn hooks(&self) -> Arc<dyn MediaHooks> {
+        Arc::clone(&self.inner.hooks) as Arc<dyn MediaHooks>
+    }
+
+    /// Registers the control plane's metrics into the server's registry.
+    pub fn register_metrics(&self, registry: &prometheus::Registry) -> Result<(), ControlError> {
+        Ok(self.inner.metrics.register(registry)?)
+    }
+
+    /// The store, for tools and tests (audits, direct reads). Blocking.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.inner.store)
+    }
+
+    /// The validated configuration in force.
+    pub fn config(&self) -> &ControlConfig {
+        &self.inner.config
+    }
+}
