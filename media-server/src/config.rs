@@ -60,9 +60,13 @@ pub struct Config {
     pub http: HttpConfig,
     /// HLS packaging.
     pub hls: HlsConfig,
-    /// Channels and their secret stream keys, while no control plane
-    /// database is configured.
+    /// Channels and their secret stream keys, used when there is no
+    /// `[control]` table.
     pub channels: Vec<ChannelConfig>,
+    /// The embedded control plane (accounts, keys, ledger, packages). When
+    /// present it decides publish and play and meters usage; see
+    /// `westream_control::ControlConfig` for its keys.
+    pub control: Option<westream_control::ControlConfig>,
 }
 
 /// `[server]`
@@ -77,6 +81,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// How long shutdown waits for connections to close.
     pub shutdown_timeout_ms: u64,
+    /// This node's id in usage reports to the control plane.
+    pub node_id: String,
+    /// How often served bytes are reported to the control plane.
+    pub usage_report_interval_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +94,8 @@ impl Default for ServerConfig {
             http_listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./data"),
             shutdown_timeout_ms: 3000,
+            node_id: "origin-1".into(),
+            usage_report_interval_ms: 5000,
         }
     }
 }
@@ -256,6 +266,18 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.rtmp_addr()?;
         self.http_addr()?;
+        if !valid_channel_name(&self.server.node_id) {
+            return Err(invalid("server.node_id", "must be 1-64 of [A-Za-z0-9_-]"));
+        }
+        if !(100..=600_000).contains(&self.server.usage_report_interval_ms) {
+            return Err(invalid("server.usage_report_interval_ms", "must be between 100 and 600000"));
+        }
+        if let Some(control) = &self.control {
+            control.validate().map_err(|e| invalid(e.key, e.message))?;
+            if !self.channels.is_empty() {
+                return Err(invalid("channels", "not used with [control]: seed channels in control.seed instead"));
+            }
+        }
         if self.server.data_dir.as_os_str().is_empty() {
             return Err(invalid("server.data_dir", "must not be empty"));
         }

@@ -7,6 +7,7 @@ pub mod hls;
 pub mod http;
 pub mod hub;
 pub mod media;
+pub mod metering;
 pub mod metrics;
 pub mod rtmp;
 pub mod server;

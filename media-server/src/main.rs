@@ -18,6 +18,9 @@ struct Cli {
 enum Command {
     /// All-in-one server: RTMP ingest and play, HTTP-FLV, metrics.
     Serve(ServeArgs),
+    /// The control plane alone (REST API under /v1, /metrics, /healthz) on
+    /// --http-listen, for origins and edges in other processes.
+    Control(ServeArgs),
     /// Parse and validate a config file, then exit.
     CheckConfig(ServeArgs),
 }
@@ -72,15 +75,37 @@ fn main() -> anyhow::Result<()> {
             println!("config ok");
             Ok(())
         }
-        Command::Serve(args) => {
-            let config = args.load()?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the tokio runtime")?;
-            rt.block_on(serve(config))
-        }
+        Command::Serve(args) => runtime()?.block_on(serve(args.load()?)),
+        Command::Control(args) => runtime()?.block_on(control(args.load()?)),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the tokio runtime")
+}
+
+async fn control(config: Config) -> anyhow::Result<()> {
+    let control_config = config.control.clone().context("`westream control` needs a [control] table in the config")?;
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let plane = tokio::task::spawn_blocking(move || westream_control::ControlPlane::open(control_config, &data_dir))
+        .await??;
+    let registry = prometheus::Registry::new();
+    plane.register_metrics(&registry)?;
+    let metrics = move || {
+        let registry = registry.clone();
+        async move { prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap_or_default() }
+    };
+    let app = plane
+        .router()
+        .route("/metrics", axum::routing::get(metrics))
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let addr = config.http_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(%addr, "westream control plane serving");
+    axum::serve(listener, app).with_graceful_shutdown(wait_for_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -9,6 +9,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use westream_control::hooks::MediaHooks;
+use westream_control::ControlPlane;
+
+use crate::metering::UsageReporter;
 
 use crate::auth::StaticChannels;
 use crate::config::{ms, Config};
@@ -24,6 +27,17 @@ pub enum StartError {
     /// The config is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The data directory could not be created.
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The embedded control plane could not open its database.
+    #[error("control plane: {0}")]
+    Control(String),
     /// A listener could not bind.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -46,6 +60,8 @@ pub struct Server {
     pub hub: Arc<Hub>,
     /// The HLS packager, when `[hls] enabled`.
     pub hls: Option<Arc<HlsPackager>>,
+    /// The embedded control plane, when `[control]` is configured.
+    pub control: Option<Arc<ControlPlane>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     shutdown_timeout: Duration,
@@ -56,8 +72,22 @@ impl Server {
     /// channel table as the publish/play authority.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         config.validate()?;
-        let hooks: Arc<dyn MediaHooks> = Arc::new(StaticChannels::from_config(&config));
-        Server::start_with(config, hooks, axum::Router::new()).await
+        let Some(control_config) = config.control.clone() else {
+            let hooks: Arc<dyn MediaHooks> = Arc::new(StaticChannels::from_config(&config));
+            return Server::start_with(config, hooks, axum::Router::new()).await;
+        };
+        let data_dir = config.server.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir { path: data_dir.clone(), source })?;
+        let plane = tokio::task::spawn_blocking(move || ControlPlane::open(control_config, &data_dir))
+            .await
+            .map_err(|e| StartError::Control(e.to_string()))?
+            .map_err(|e| StartError::Control(e.to_string()))?;
+        let mut server = Server::start_with(config, plane.hooks(), plane.router()).await?;
+        plane
+            .register_metrics(&server.hub.metrics().registry)
+            .map_err(|e| StartError::Control(e.to_string()))?;
+        server.control = Some(Arc::new(plane));
+        Ok(server)
     }
 
     /// Starts with another authority (the control plane) and extra routes
@@ -94,6 +124,14 @@ impl Server {
                 tasks.clone(),
             )
         });
+
+        let reporter = UsageReporter::new(
+            Arc::clone(&hub),
+            Arc::clone(&hooks),
+            config.server.node_id.clone(),
+            ms(config.server.usage_report_interval_ms),
+        );
+        tasks.spawn(reporter.run(shutdown.clone()));
 
         let rtmp_ctx = Arc::new(RtmpContext {
             hub: Arc::clone(&hub),
@@ -136,6 +174,7 @@ impl Server {
             http_addr,
             hub,
             hls,
+            control: None,
             shutdown,
             tasks,
             shutdown_timeout: ms(config.server.shutdown_timeout_ms),

@@ -102,6 +102,8 @@ pub struct Stream {
     pub bytes_out: AtomicU64,
     /// Bytes received from its publishers.
     pub bytes_in: AtomicU64,
+    /// `bytes_out` / `bytes_in` as of the last usage report (metering).
+    reported: Mutex<(u64, u64)>,
 }
 
 /// A snapshot of a channel, for the API and tests.
@@ -143,6 +145,7 @@ impl Stream {
             has_audio: AtomicBool::new(false),
             bytes_out: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
+            reported: Mutex::new((0, 0)),
         }
     }
 
@@ -212,6 +215,9 @@ pub struct Hub {
     config: HubConfig,
     metrics: Metrics,
     next_publisher: AtomicU64,
+    /// Channels that ended since the last usage report, so their last
+    /// bytes are still counted.
+    retired: Mutex<Vec<Arc<Stream>>>,
     went_live: broadcast::Sender<String>,
 }
 
@@ -219,7 +225,7 @@ impl Hub {
     /// An empty hub.
     pub fn new(config: HubConfig, metrics: Metrics) -> Arc<Hub> {
         let (went_live, _) = broadcast::channel(256);
-        Arc::new(Hub { streams: DashMap::new(), config, metrics, next_publisher: AtomicU64::new(1), went_live })
+        Arc::new(Hub { streams: DashMap::new(), config, metrics, next_publisher: AtomicU64::new(1), went_live, retired: Mutex::new(Vec::new()) })
     }
 
     /// Names of channels as they go live (a first publisher, not one that
@@ -331,6 +337,25 @@ impl Hub {
         }
     }
 
+    /// Bytes moved per channel since the last call, as
+    /// `(channel, bytes_out, bytes_in, subscribers)`, including channels that
+    /// ended in between. For the usage reporter only (one caller).
+    pub fn take_usage(&self) -> Vec<(String, u64, u64, usize)> {
+        let mut streams: Vec<Arc<Stream>> = self.streams.iter().map(|e| e.value().clone()).collect();
+        streams.append(&mut self.retired.lock());
+        let mut out = Vec::new();
+        for s in streams {
+            let now = (s.bytes_out.load(Ordering::Relaxed), s.bytes_in.load(Ordering::Relaxed));
+            let before = std::mem::replace(&mut *s.reported.lock(), now);
+            let (d_out, d_in) = (now.0 - before.0, now.1 - before.1);
+            let subscribers = s.info().subscribers;
+            if d_out > 0 || d_in > 0 || subscribers > 0 {
+                out.push((s.name.clone(), d_out, d_in, subscribers));
+            }
+        }
+        out
+    }
+
     fn unpublish(self: &Arc<Self>, stream: &Arc<Stream>, id: u64) {
         let mut st = stream.state.lock();
         if st.publisher != Some(id) {
@@ -356,6 +381,7 @@ impl Hub {
                 drop(st);
                 hub.metrics.streams_live.dec();
                 hub.streams.remove_if(&stream.name, |_, v| Arc::ptr_eq(v, &stream));
+                hub.retired.lock().push(Arc::clone(&stream));
                 tracing::info!(channel = %stream.name, "channel ended");
             }
         };

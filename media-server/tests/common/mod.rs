@@ -253,3 +253,20 @@ pub async fn http_get(url: &str) -> (u16, String) {
     let status = resp.status().as_u16();
     (status, resp.text().await.unwrap_or_default())
 }
+
+/// A 640x360 clip at a given video bitrate, for tests that need volume.
+pub fn make_clip_with_bitrate(seconds: u32, bitrate: &str) -> PathBuf {
+    let path = scratch_dir("clipbr").join("clip.flv");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "30"])
+        .args(["-b:v", bitrate, "-minrate", bitrate, "-maxrate", bitrate, "-bufsize", bitrate])
+        .args(["-x264-params", "nal-hrd=cbr", "-c:a", "aac"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success(), "ffmpeg could not make the clip");
+    path
+}

@@ -1,0 +1,132 @@
+//! Usage reporting and stop orders: the node side of bandwidth metering.
+//!
+//! Every `server.usage_report_interval_ms` the reporter takes the bytes each
+//! channel moved since the last report from the hub (atomics the media path
+//! bumps anyway; nothing here touches the hot loop) and sends them to the
+//! control plane as one idempotent batch `(node_id, batch_seq)`. A batch
+//! that fails is retried with the same sequence number, so it counts once.
+//! Stop orders from the receipt or the poll end the channel's publisher when
+//! their time comes; new publishes are refused by the control plane itself.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+use westream_control::hooks::{ChannelUsage, MediaHooks, StopOrder, UsageBatch};
+
+use crate::hub::Hub;
+
+/// Unsent batches kept while the control plane is unreachable.
+const MAX_PENDING_BATCHES: usize = 1000;
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The reporter's state.
+pub struct UsageReporter {
+    hub: Arc<Hub>,
+    hooks: Arc<dyn MediaHooks>,
+    node_id: String,
+    interval: Duration,
+    next_seq: u64,
+    pending: VecDeque<UsageBatch>,
+    /// Stop orders seen, by channel: (issued_at_ms, stop_at_ms, done).
+    orders: HashMap<String, (u64, u64, bool)>,
+}
+
+impl UsageReporter {
+    /// A reporter; batch numbers start at the boot time in ms, so they never
+    /// repeat across restarts.
+    pub fn new(hub: Arc<Hub>, hooks: Arc<dyn MediaHooks>, node_id: String, interval: Duration) -> UsageReporter {
+        UsageReporter {
+            hub,
+            hooks,
+            node_id,
+            interval,
+            next_seq: now_ms(),
+            pending: VecDeque::new(),
+            orders: HashMap::new(),
+        }
+    }
+
+    /// Runs until shutdown, then sends a last batch.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    self.tick().await;
+                    return;
+                }
+                _ = tick.tick() => self.tick().await,
+            }
+        }
+    }
+
+    /// One metering round: collect, send, act on stop orders.
+    pub async fn tick(&mut self) {
+        let interval_s = self.interval.as_secs_f64();
+        let channels: Vec<ChannelUsage> = self
+            .hub
+            .take_usage()
+            .into_iter()
+            .map(|(channel, bytes_out, bytes_in, subscribers)| ChannelUsage {
+                channel,
+                bytes_out,
+                bytes_in,
+                viewer_seconds: (subscribers as f64 * interval_s).round() as u64,
+            })
+            .collect();
+        if !channels.is_empty() {
+            let batch = UsageBatch { node_id: self.node_id.clone(), batch_seq: self.next_seq, channels };
+            self.next_seq += 1;
+            if self.pending.len() >= MAX_PENDING_BATCHES {
+                tracing::error!("control plane unreachable for too long: dropping the oldest usage batch");
+                self.pending.pop_front();
+            }
+            self.pending.push_back(batch);
+        }
+        let mut orders = Vec::new();
+        while let Some(batch) = self.pending.front() {
+            match self.hooks.report_usage(batch).await {
+                Ok(receipt) => {
+                    orders.extend(receipt.stop_orders);
+                    self.pending.pop_front();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, pending = self.pending.len(), "usage report failed; will retry");
+                    break;
+                }
+            }
+        }
+        match self.hooks.stop_orders().await {
+            Ok(o) => orders.extend(o),
+            Err(e) => tracing::warn!(error = %e, "cannot read stop orders"),
+        }
+        self.apply(orders);
+    }
+
+    fn apply(&mut self, orders: Vec<StopOrder>) {
+        let now = now_ms();
+        for o in orders {
+            let entry = self.orders.entry(o.channel.clone()).or_insert((0, 0, false));
+            if entry.0 != o.issued_at_ms {
+                tracing::warn!(channel = %o.channel, reason = %o.reason, stop_in_ms = o.stop_at_ms.saturating_sub(now), "stop order received");
+                *entry = (o.issued_at_ms, o.stop_at_ms, false);
+            }
+        }
+        for (channel, (_, stop_at, done)) in self.orders.iter_mut() {
+            if !*done && *stop_at <= now {
+                *done = true;
+                if self.hub.stop_publisher(channel) {
+                    tracing::warn!(%channel, "publisher stopped: bandwidth package used up");
+                }
+            }
+        }
+        // Forget orders long past, so a channel that buys more can be stopped again later.
+        self.orders.retain(|_, (_, stop_at, done)| !*done || now.saturating_sub(*stop_at) < 3_600_000);
+    }
+}
