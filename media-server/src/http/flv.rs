@@ -60,7 +60,7 @@ pub async fn play(
     };
     tracing::debug!(channel, "http-flv viewer joined");
     let header = flv::file_header(sub.stream().has_audio() || !sub.stream().has_video(), sub.stream().has_video());
-    let viewer = FlvViewer { sub, ctx: Arc::clone(&ctx), header: Some(header) };
+    let viewer = FlvViewer { sub, ctx: Arc::clone(&ctx), header: Some(header), ready: Default::default() };
     ctx.hub.metrics().viewers.with_label_values(&["flv"]).inc();
     let stream = futures_util::stream::unfold(viewer, |mut v| async move {
         let chunk = v.next().await?;
@@ -78,22 +78,51 @@ struct FlvViewer {
     sub: Subscription,
     ctx: Arc<HttpContext>,
     header: Option<Bytes>,
+    /// Tags ready to hand to hyper back to back, so they leave in one write.
+    ready: std::collections::VecDeque<Bytes>,
 }
+
+/// How long a lone audio tag waits for company before it is sent (see the
+/// same trade in the RTMP play path).
+const AUDIO_COALESCE: std::time::Duration = std::time::Duration::from_millis(15);
 
 impl FlvViewer {
     async fn next(&mut self) -> Option<Bytes> {
         if let Some(h) = self.header.take() {
             return Some(h);
         }
+        if let Some(tag) = self.ready.pop_front() {
+            return Some(tag);
+        }
         let frame = tokio::select! {
             _ = self.ctx.shutdown.cancelled() => None,
             f = self.sub.recv() => f,
         }?;
-        let tag = frame.flv_tag();
+        // hyper writes what the body yields without a Pending in between as
+        // one batch: gather what is ready (and an audio tag's successor).
+        let mut last_audio = frame.kind == crate::media::FrameKind::Audio;
+        self.push_ready(frame.flv_tag());
+        let deadline = tokio::time::Instant::now() + AUDIO_COALESCE;
+        while self.ready.len() < 64 {
+            let next = match self.sub.try_recv() {
+                Some(f) => Some(f),
+                None if last_audio && self.sub.stream().has_video() => {
+                    tokio::time::timeout_at(deadline, self.sub.recv()).await.unwrap_or_default()
+                }
+                None => None,
+            };
+            let Some(f) = next else { break };
+            last_audio = f.kind == crate::media::FrameKind::Audio;
+            self.push_ready(f.flv_tag());
+        }
+        self.ready.pop_front()
+    }
+
+    fn push_ready(&mut self, tag: Bytes) {
         let n = tag.len() as u64;
         self.sub.stream().bytes_out.fetch_add(n, Ordering::Relaxed);
         self.ctx.hub.metrics().bytes_out.with_label_values(&["flv"]).inc_by(n);
-        Some(tag)
+        self.ready.push_back(tag);
     }
 }
 
