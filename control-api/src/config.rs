@@ -89,6 +89,8 @@ pub struct ControlConfig {
     pub products: Vec<ProductConfig>,
     /// Accounts created on start if missing (idempotent; dev and demos).
     pub seed: Vec<SeedAccountConfig>,
+    /// Edge registry and selection (`[control.edges]`).
+    pub edges: crate::edges::EdgesConfig,
 }
 
 impl Default for ControlConfig {
@@ -110,6 +112,7 @@ impl Default for ControlConfig {
             metrics_max_channels: 100,
             products: Vec::new(),
             seed: Vec::new(),
+            edges: crate::edges::EdgesConfig::default(),
         }
     }
 }
@@ -165,6 +168,7 @@ pub struct SeedChannelConfig {
 impl ControlConfig {
     /// Checks every rule a running server relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.edges.validate()?;
         if !self.dev_mode {
             if self.admin_token.is_empty() {
                 return Err(ConfigError::new(

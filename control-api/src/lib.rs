@@ -31,6 +31,7 @@
 
 pub mod api;
 pub mod config;
+pub mod edges;
 pub mod hooks;
 pub mod http_hooks;
 pub mod inproc;

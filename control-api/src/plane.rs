@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     /// API token -> caller, so a busy client does not cost a read per
     /// request. Tokens cannot be revoked yet; when they can, clear it there.
     pub(crate) auth_cache: crate::inproc::TtlCache<String, crate::store::Caller>,
+    /// Registered edges, their health and the selector.
+    pub(crate) edges: Arc<crate::edges::EdgeRegistry>,
 }
 
 /// The control plane of one process. Cheap to clone.
@@ -111,8 +113,18 @@ impl ControlPlane {
             Arc::clone(&store),
             Arc::clone(&metrics),
         ));
+        let edges = Arc::new(crate::edges::EdgeRegistry::new(config.edges.clone()));
+        let restored = store.edges()?.into_iter().filter_map(|(id, json)| match serde_json::from_str(&json) {
+            Ok(reg) => Some(reg),
+            Err(e) => {
+                tracing::warn!(edge = %id, error = %e, "unreadable edge registration skipped");
+                None
+            }
+        });
+        edges.restore(restored);
         Ok(ControlPlane {
             inner: Arc::new(Inner {
+                edges,
                 config,
                 store,
                 metrics,
@@ -142,6 +154,11 @@ impl ControlPlane {
     /// The store, for tools and tests (audits, direct reads). Blocking.
     pub fn store(&self) -> Arc<dyn Store> {
         Arc::clone(&self.inner.store)
+    }
+
+    /// The edge registry (registrations, health, selection).
+    pub fn edges(&self) -> Arc<crate::edges::EdgeRegistry> {
+        Arc::clone(&self.inner.edges)
     }
 
     /// The validated configuration in force.

@@ -67,6 +67,14 @@ pub struct Config {
     /// present it decides publish and play and meters usage; see
     /// `westream_control::ControlConfig` for its keys.
     pub control: Option<westream_control::ControlConfig>,
+    /// The origin's QUIC relay that edges pull channels from; see
+    /// `westream_edge::RelayConfig` for its keys.
+    pub relay: westream_edge::RelayConfig,
+    /// The edge role (`westream edge`): origins, node token, location,
+    /// capacity; see `westream_edge::EdgeConfig`. Ignored by `serve`.
+    pub edge: Option<westream_edge::EdgeConfig>,
+    /// The transcoder pool and which channels get which ladder.
+    pub transcoder: crate::transcode::TranscoderSection,
 }
 
 /// `[server]`
@@ -271,6 +279,11 @@ impl Config {
         }
         if !(100..=600_000).contains(&self.server.usage_report_interval_ms) {
             return Err(invalid("server.usage_report_interval_ms", "must be between 100 and 600000"));
+        }
+        self.transcoder.validate().map_err(|(key, reason)| invalid(key, reason))?;
+        self.relay.validate().map_err(|e| invalid(e.key, e.message))?;
+        if let Some(edge) = &self.edge {
+            edge.validate().map_err(|e| invalid(e.key, e.message))?;
         }
         if let Some(control) = &self.control {
             control.validate().map_err(|e| invalid(e.key, e.message))?;

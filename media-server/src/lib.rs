@@ -3,14 +3,17 @@
 
 pub mod auth;
 pub mod config;
+pub mod edge;
 pub mod hls;
 pub mod http;
 pub mod hub;
 pub mod media;
 pub mod metering;
 pub mod metrics;
+pub mod relay;
 pub mod rtmp;
 pub mod server;
+pub mod transcode;
 
 pub use config::Config;
 pub use server::Server;

@@ -21,8 +21,22 @@ enum Command {
     /// The control plane alone (REST API under /v1, /metrics, /healthz) on
     /// --http-listen, for origins and edges in other processes.
     Control(ServeArgs),
+    /// An edge: pulls channels from the origins in `[edge]` over QUIC when
+    /// viewers ask, serves RTMP play, HTTP-FLV and HLS, registers with the
+    /// control plane given by --control.
+    Edge(EdgeArgs),
     /// Parse and validate a config file, then exit.
     CheckConfig(ServeArgs),
+}
+
+#[derive(Args)]
+struct EdgeArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// The control plane's base URL (e.g. http://10.0.0.1:8080): play
+    /// authorization, usage reports, registration and heartbeats.
+    #[arg(long)]
+    control: Option<String>,
 }
 
 #[derive(Args)]
@@ -39,6 +53,9 @@ struct ServeArgs {
     /// Overrides server.data_dir.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Overrides relay.quic_listen (UDP).
+    #[arg(long)]
+    relay_listen: Option<String>,
 }
 
 impl ServeArgs {
@@ -55,6 +72,9 @@ impl ServeArgs {
         }
         if let Some(d) = &self.data_dir {
             config.server.data_dir = d.clone();
+        }
+        if let Some(a) = &self.relay_listen {
+            config.relay.quic_listen = a.clone();
         }
         config.validate()?;
         Ok(config)
@@ -77,6 +97,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve(args) => runtime()?.block_on(serve(args.load()?)),
         Command::Control(args) => runtime()?.block_on(control(args.load()?)),
+        Command::Edge(args) => {
+            let config = args.serve.load()?;
+            runtime()?.block_on(edge(config, args.control))
+        }
     }
 }
 
@@ -103,7 +127,9 @@ async fn control(config: Config) -> anyhow::Result<()> {
     let addr = config.http_addr()?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%addr, "westream control plane serving");
-    axum::serve(listener, app).with_graceful_shutdown(wait_for_signal()).await?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(wait_for_signal())
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -115,6 +141,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn edge(config: Config, control: Option<String>) -> anyhow::Result<()> {
+    let node = westream_media::edge::EdgeNode::start(config, control).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

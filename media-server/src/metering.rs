@@ -31,6 +31,8 @@ pub struct UsageReporter {
     node_id: String,
     interval: Duration,
     next_seq: u64,
+    /// Maps a rendition channel to its source, whose owner pays for it.
+    source_of: Box<dyn Fn(&str) -> String + Send + Sync>,
     pending: VecDeque<UsageBatch>,
     /// Stop orders seen, by channel: (issued_at_ms, stop_at_ms, done).
     orders: HashMap<String, (u64, u64, bool)>,
@@ -46,9 +48,16 @@ impl UsageReporter {
             node_id,
             interval,
             next_seq: now_ms(),
+            source_of: Box::new(|c: &str| c.to_string()),
             pending: VecDeque::new(),
             orders: HashMap::new(),
         }
+    }
+
+    /// Bills renditions to their source channel.
+    pub fn with_source_of(mut self, f: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
+        self.source_of = Box::new(f);
+        self
     }
 
     /// Runs until shutdown, then sends a last batch.
@@ -69,17 +78,23 @@ impl UsageReporter {
     /// One metering round: collect, send, act on stop orders.
     pub async fn tick(&mut self) {
         let interval_s = self.interval.as_secs_f64();
-        let channels: Vec<ChannelUsage> = self
-            .hub
-            .take_usage()
-            .into_iter()
-            .map(|(channel, bytes_out, bytes_in, subscribers)| ChannelUsage {
-                channel,
-                bytes_out,
-                bytes_in,
-                viewer_seconds: (subscribers as f64 * interval_s).round() as u64,
-            })
-            .collect();
+        let mut merged: std::collections::BTreeMap<String, ChannelUsage> = std::collections::BTreeMap::new();
+        for (channel, bytes_out, bytes_in, subscribers) in self.hub.take_usage() {
+            let source = (self.source_of)(&channel);
+            let e = merged.entry(source.clone()).or_insert(ChannelUsage {
+                channel: source,
+                bytes_out: 0,
+                bytes_in: 0,
+                viewer_seconds: 0,
+            });
+            e.bytes_out += bytes_out;
+            // A rendition's ingest is our own transcoder's output, not the streamer's.
+            if channel == e.channel {
+                e.bytes_in += bytes_in;
+            }
+            e.viewer_seconds += (subscribers as f64 * interval_s).round() as u64;
+        }
+        let channels: Vec<ChannelUsage> = merged.into_values().collect();
         if !channels.is_empty() {
             let batch = UsageBatch { node_id: self.node_id.clone(), batch_seq: self.next_seq, channels };
             self.next_seq += 1;

@@ -12,6 +12,7 @@ use westream_control::hooks::MediaHooks;
 use westream_control::ControlPlane;
 
 use crate::metering::UsageReporter;
+use crate::transcode::Transcoding;
 
 use crate::auth::StaticChannels;
 use crate::config::{ms, Config};
@@ -38,6 +39,9 @@ pub enum StartError {
     /// The embedded control plane could not open its database.
     #[error("control plane: {0}")]
     Control(String),
+    /// The QUIC relay could not start (certificate, TLS, UDP bind).
+    #[error("relay: {0}")]
+    Relay(#[from] westream_edge::quic::QuicError),
     /// A listener could not bind.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -60,8 +64,12 @@ pub struct Server {
     pub hub: Arc<Hub>,
     /// The HLS packager, when `[hls] enabled`.
     pub hls: Option<Arc<HlsPackager>>,
+    /// Transcoding (pool, active renditions).
+    pub transcoding: Arc<Transcoding>,
     /// The embedded control plane, when `[control]` is configured.
     pub control: Option<Arc<ControlPlane>>,
+    /// The QUIC relay for edges, when `[relay] enabled`.
+    pub relay: Option<crate::relay::RelayInfo>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     shutdown_timeout: Duration,
@@ -125,12 +133,24 @@ impl Server {
             )
         });
 
+        let transcoding = Transcoding::start(
+            Arc::clone(&hub),
+            hub.subscribe_went_live(),
+            config.transcoder.clone(),
+            rtmp_addr,
+            shutdown.clone(),
+            tasks.clone(),
+        )
+        .await;
+
+        let renditions = Arc::clone(&transcoding);
         let reporter = UsageReporter::new(
             Arc::clone(&hub),
             Arc::clone(&hooks),
             config.server.node_id.clone(),
             ms(config.server.usage_report_interval_ms),
-        );
+        )
+        .with_source_of(move |c| renditions.split_rendition(c).0.to_string());
         tasks.spawn(reporter.run(shutdown.clone()));
 
         let rtmp_ctx = Arc::new(RtmpContext {
@@ -138,6 +158,7 @@ impl Server {
             hooks: Arc::clone(&hooks),
             config: config.rtmp.clone(),
             shutdown: shutdown.clone(),
+            transcoding: Arc::clone(&transcoding),
         });
         tasks.spawn(rtmp::serve(rtmp_listener, rtmp_ctx, tasks.clone()));
 
@@ -146,6 +167,7 @@ impl Server {
             hooks: Arc::clone(&hooks),
             config: config.http.clone(),
             shutdown: shutdown.clone(),
+            transcoding: Arc::clone(&transcoding),
         });
         let mut app = http::router(http_ctx);
         if let Some(packager) = &hls {
@@ -153,8 +175,27 @@ impl Server {
                 packager: Arc::clone(packager),
                 hooks,
                 cors_allow_origin: config.http.cors_allow_origin.clone(),
+                transcoding: Arc::clone(&transcoding),
             })));
         }
+        let relay = if config.relay.enabled {
+            let mut tokens = config.relay.node_tokens.clone();
+            if let Some(control) = &config.control {
+                tokens.extend(control.node_tokens.iter().cloned());
+            }
+            Some(crate::relay::start(
+                Arc::clone(&hub),
+                &config.relay,
+                tokens,
+                config.server.node_id.clone(),
+                &config.server.data_dir,
+                shutdown.clone(),
+                tasks.clone(),
+            )
+            .inspect_err(|_| shutdown.cancel())?)
+        } else {
+            None
+        };
         let app = app.merge(extra);
         let token = shutdown.clone();
         tasks.spawn(async move {
@@ -175,6 +216,8 @@ impl Server {
             hub,
             hls,
             control: None,
+            relay,
+            transcoding,
             shutdown,
             tasks,
             shutdown_timeout: ms(config.server.shutdown_timeout_ms),

@@ -43,6 +43,7 @@ fn sigterm_stops_the_server_cleanly_with_exit_code_zero() {
         .arg(&config)
         .args(["--rtmp-listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--http-listen", &format!("127.0.0.1:{http}")])
+        .args(["--relay-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(&dir)
         .stdout(Stdio::null())

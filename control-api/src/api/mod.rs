@@ -6,6 +6,7 @@
 //! the first result (marked `Idempotent-Replayed: true`) and posts nothing.
 //! Node routes take a node token, admin routes the admin token.
 
+mod edges;
 mod error;
 mod extract;
 mod node;
@@ -54,6 +55,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/usage"),
     ("GET", "/v1/stop-orders"),
     ("GET", "/v1/admin/ledger/audit"),
+    ("POST", "/v1/edges/register"),
+    ("POST", "/v1/edges/{id}/heartbeat"),
+    ("GET", "/v1/edges"),
+    ("GET", "/v1/play/{channel}"),
 ];
 
 /// The hand-written OpenAPI 3.1 document served at `/v1/openapi.json`.
@@ -95,6 +100,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/usage", post(node::usage))
         .route("/v1/stop-orders", get(node::stop_orders))
         .route("/v1/admin/ledger/audit", get(node::audit))
+        .route("/v1/edges/register", post(edges::register))
+        .route("/v1/edges/{id}/heartbeat", post(edges::heartbeat))
+        .route("/v1/edges", get(edges::list))
+        .route("/v1/play/{channel}", get(edges::play))
         // A catch-all route, not a Router fallback: the media server merges
         // this router into its own, and axum refuses to merge two fallbacks.
         .route("/v1/{*rest}", any(fallback))

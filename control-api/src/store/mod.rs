@@ -559,6 +559,16 @@ pub trait Store: Send + Sync + 'static {
     fn audit(&self) -> Result<LedgerAudit, StoreError>;
     /// Creates the configured seed accounts that are missing.
     fn seed(&self, config: &ControlConfig, now_ms: i64) -> Result<(), StoreError>;
+    /// Records an edge's registration (its JSON body), replacing an older one.
+    /// Stores without an edge table keep registrations in memory only.
+    fn upsert_edge(&self, id: &str, registration_json: &str, now_ms: i64) -> Result<(), StoreError> {
+        let _ = (id, registration_json, now_ms);
+        Ok(())
+    }
+    /// Every recorded edge registration as `(id, json)`, by id.
+    fn edges(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Checks an account handle; the message names the rule.

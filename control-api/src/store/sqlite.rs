@@ -22,7 +22,10 @@ use crate::config::{ControlConfig, ProductConfig, SqliteSync};
 use crate::hooks::{StopOrder, UsageBatch, UsageReceipt};
 
 /// Schema versions, applied in order; `PRAGMA user_version` records the last.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../../migrations/0001_init.sql")),
+    (2, include_str!("../../migrations/0002_edges.sql")),
+];
 
 /// Most writes committed together in one transaction (group commit).
 const MAX_GROUP: usize = 256;
@@ -506,6 +509,26 @@ impl Store for SqliteStore {
     fn audit(&self) -> Result<LedgerAudit, StoreError> {
         // On the writer, so the checks see one instant of the ledger.
         self.write(ledger::audit)
+    }
+
+    fn upsert_edge(&self, id: &str, registration_json: &str, now_ms: i64) -> Result<(), StoreError> {
+        let (id, json) = (id.to_string(), registration_json.to_string());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO edges (id, registration, registered_at_ms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(id) DO UPDATE SET registration = excluded.registration, registered_at_ms = excluded.registered_at_ms",
+                rusqlite::params![id, json, now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn edges(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT id, registration FROM edges ORDER BY id")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
     }
 
     fn seed(&self, config: &ControlConfig, now_ms: i64) -> Result<(), StoreError> {

@@ -40,11 +40,39 @@ pub struct HlsHttpContext {
     pub hooks: Arc<dyn MediaHooks>,
     /// `Access-Control-Allow-Origin`.
     pub cors_allow_origin: String,
+    /// Renditions of each source (listed in its master playlist).
+    pub transcoding: Arc<crate::transcode::Transcoding>,
 }
 
 /// The HLS routes.
 pub fn router(ctx: Arc<HlsHttpContext>) -> Router {
     Router::new().route("/live/{channel}/{file}", get(serve)).with_state(ctx)
+}
+
+/// The source's variant plus every transcoded rendition that has a
+/// segment, ordered by bandwidth. Rendition playlists live under their own
+/// channel (`../{channel}_{name}/source.m3u8`), so their segment URIs
+/// resolve there.
+fn master_with_renditions(ctx: &HlsHttpContext, channel: &str, source: &super::playlist::ChannelPlaylist) -> Option<Bytes> {
+    let mut variants = Vec::new();
+    if let Ok(Some(v)) = source.variant(format!("{SOURCE_RENDITION}.m3u8")) {
+        variants.push((source.bandwidth(), v));
+    }
+    for r in ctx.transcoding.renditions(channel) {
+        let name = format!("{channel}_{r}");
+        let Some(entry) = ctx.packager.channel(&name) else { continue };
+        let p = entry.playlist.read();
+        if let Ok(Some(v)) = p.variant(format!("../{name}/{SOURCE_RENDITION}.m3u8")) {
+            variants.push((p.bandwidth(), v));
+        }
+    }
+    match super::playlist::render_master_of(variants) {
+        Ok(text) => text.map(Bytes::from),
+        Err(e) => {
+            tracing::error!(%channel, error = %e, "master playlist not rendered");
+            None
+        }
+    }
 }
 
 /// What a request file name asks for.
@@ -97,9 +125,10 @@ async fn serve(
     };
     let kind = what.kind();
     if !matches!(what, HlsFile::Segment(_)) {
+        let (base, _) = ctx.transcoding.split_rendition(&channel);
         let req = PlayRequest {
             app: "live".into(),
-            channel: channel.clone(),
+            channel: base.to_string(),
             token: q.token,
             protocol: PlayProtocol::Hls,
             client_addr: Some(peer),
@@ -110,6 +139,16 @@ async fn serve(
             return error(&ctx, denied_status(&denied), &denied.to_string());
         }
     }
+    // On an edge every request keeps the upstream alive, and a first one
+    // starts it: wait (bounded) for the channel's first segment.
+    let wait = ctx.packager.hub().demand(&channel);
+    if !wait.is_zero() {
+        let deadline = tokio::time::Instant::now() + wait;
+        let ready = |ctx: &HlsHttpContext| ctx.packager.channel(&channel).is_some_and(|e| e.playlist.read().media_playlist().is_some());
+        while !ready(&ctx) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
     let Some(entry) = ctx.packager.channel(&channel) else {
         requests.with_label_values(&[kind, "not_found"]).inc();
         return error(&ctx, StatusCode::NOT_FOUND, &format!("channel '{channel}' is not live"));
@@ -117,6 +156,11 @@ async fn serve(
     let found: Result<(Bytes, &str, &str), String> = {
         let p = entry.playlist.read();
         match &what {
+            HlsFile::Master if !ctx.transcoding.renditions(&channel).is_empty() => {
+                master_with_renditions(&ctx, &channel, &p)
+                    .map(|b| (b, PLAYLIST_MIME, PLAYLIST_CACHE))
+                    .ok_or_else(|| format!("channel '{channel}' has no segment yet; retry shortly"))
+            }
             HlsFile::Master => p
                 .master_playlist()
                 .map(|b| (b, PLAYLIST_MIME, PLAYLIST_CACHE))

@@ -199,27 +199,63 @@ fn render_media(p: &ChannelPlaylist) -> Result<Option<String>, hls_m3u8::Error> 
 }
 
 fn render_master(p: &ChannelPlaylist) -> Result<Option<String>, hls_m3u8::Error> {
-    if p.segments.is_empty() {
-        return Ok(None);
-    }
-    let mut data = StreamData::builder();
-    data.bandwidth(p.peak_bandwidth().max(1));
-    if !p.params.codecs.is_empty() {
-        data.codecs(p.params.codecs.clone());
-    }
-    if let Some((w, h)) = p.params.resolution {
-        data.resolution((w as usize, h as usize));
-    }
-    let variant = VariantStream::ExtXStreamInf {
-        uri: Cow::Owned(format!("{SOURCE_RENDITION}.m3u8")),
-        frame_rate: None,
-        audio: None,
-        subtitles: None,
-        closed_captions: None,
-        stream_data: data.build()?,
-    };
+    let Some(variant) = p.variant(format!("{SOURCE_RENDITION}.m3u8"))? else { return Ok(None) };
     let master = MasterPlaylist::builder().variant_streams(vec![variant]).build()?;
     Ok(Some(master.to_string()))
+}
+
+/// A master playlist over several variants (the source and its
+/// renditions), ordered by bandwidth as players expect.
+pub fn render_master_of(variants: Vec<(u64, VariantStream<'static>)>) -> Result<Option<String>, hls_m3u8::Error> {
+    if variants.is_empty() {
+        return Ok(None);
+    }
+    let mut variants = variants;
+    variants.sort_by_key(|(bw, _)| *bw);
+    let list: Vec<VariantStream<'static>> = variants.into_iter().map(|(_, v)| v).collect();
+    let master = MasterPlaylist::builder().variant_streams(list).build()?;
+    Ok(Some(master.to_string()))
+}
+
+impl ChannelPlaylist {
+    /// This playlist as a master-playlist variant at `uri`: BANDWIDTH is the
+    /// peak segment bitrate, AVERAGE-BANDWIDTH the mean over the window,
+    /// CODECS, RESOLUTION and FRAME-RATE from the stream itself. `None`
+    /// before the first segment.
+    pub fn variant(&self, uri: String) -> Result<Option<VariantStream<'static>>, hls_m3u8::Error> {
+        if self.segments.is_empty() {
+            return Ok(None);
+        }
+        let mut data = StreamData::builder();
+        data.bandwidth(self.peak_bandwidth().max(1));
+        data.average_bandwidth(self.average_bandwidth().max(1));
+        if !self.params.codecs.is_empty() {
+            data.codecs(self.params.codecs.clone());
+        }
+        if let Some((w, h)) = self.params.resolution {
+            data.resolution((w as usize, h as usize));
+        }
+        let frame_rate = self.segments.back().and_then(|s| s.frame_rate).map(|f| hls_m3u8::types::UFloat::new(f as f32));
+        Ok(Some(VariantStream::ExtXStreamInf {
+            uri: Cow::Owned(uri),
+            frame_rate,
+            audio: None,
+            subtitles: None,
+            closed_captions: None,
+            stream_data: data.build()?,
+        }))
+    }
+
+    /// Peak segment bitrate, for ordering variants.
+    pub fn bandwidth(&self) -> u64 {
+        self.peak_bandwidth()
+    }
+
+    fn average_bandwidth(&self) -> u64 {
+        let bytes: u64 = self.segments.iter().map(|s| s.data.len() as u64).sum();
+        let ms: u64 = self.segments.iter().map(|s| s.duration_ms).sum();
+        bytes * 8 * 1000 / ms.max(1)
+    }
 }
 
 /// `2026-11-25T11:40:52.123Z` from ms since the Unix epoch.

@@ -29,6 +29,8 @@ pub struct Segment {
     pub sequence: u64,
     /// Media duration, ms.
     pub duration_ms: u64,
+    /// Video frames per second over the segment, when it has video.
+    pub frame_rate: Option<f64>,
     /// A discontinuity precedes this segment.
     pub discontinuity: bool,
     /// Wall-clock time of its first frame, ms since the Unix epoch.
@@ -54,6 +56,7 @@ struct OpenSegment {
     start_dts: u64,
     last_dts: u64,
     frame_interval_ms: u64,
+    video_frames: u32,
     discontinuity: bool,
     program_date_time_ms: u64,
 }
@@ -261,6 +264,7 @@ impl Segmenter {
             start_dts: dts,
             last_dts: dts,
             frame_interval_ms: 0,
+            video_frames: 0,
             discontinuity,
             program_date_time_ms: pdt,
         });
@@ -276,6 +280,9 @@ impl Segmenter {
         let sample = TsSample { track, dts_ms: frame.dts, cts_ms: frame.cts, keyframe: frame.keyframe, data };
         match muxer.write_sample(&sample, &mut open.buf) {
             Ok(()) => {
+                if track == TsTrack::Video {
+                    open.video_frames += 1;
+                }
                 let primary = track == TsTrack::Video || !muxer.config().has_video;
                 if primary && frame.dts > open.last_dts {
                     open.frame_interval_ms = frame.dts - open.last_dts;
@@ -298,11 +305,17 @@ impl Segmenter {
             _ => open.last_dts + open.frame_interval_ms.max(1),
         };
         let params = self.params();
+        let duration_ms = end.saturating_sub(open.start_dts).max(1);
+        // Frames per second measured over the segment, two decimals as
+        // FRAME-RATE is written.
+        let frame_rate = (open.video_frames > 1)
+            .then(|| (f64::from(open.video_frames) * 100_000.0 / duration_ms as f64).round() / 100.0);
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         Some(Segment {
             sequence,
-            duration_ms: end.saturating_sub(open.start_dts).max(1),
+            duration_ms,
+            frame_rate,
             discontinuity: open.discontinuity,
             program_date_time_ms: open.program_date_time_ms,
             params,

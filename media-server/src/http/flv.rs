@@ -43,9 +43,10 @@ pub async fn play(
     let Some(channel) = file.strip_suffix(".flv").filter(|c| valid_channel_name(c)) else {
         return error_response(&ctx, StatusCode::NOT_FOUND, "not found: use /live/{channel}.flv");
     };
+    let (base, _) = ctx.transcoding.split_rendition(channel);
     let req = PlayRequest {
         app: "live".into(),
-        channel: channel.to_string(),
+        channel: base.to_string(),
         token: q.token,
         protocol: PlayProtocol::Flv,
         client_addr: Some(peer),
@@ -54,7 +55,13 @@ pub async fn play(
         ctx.hub.metrics().rejected.with_label_values(&[denied.label()]).inc();
         return error_response(&ctx, denied_status(&denied), &denied.to_string());
     }
-    let sub = ctx.hub.live(channel).and_then(|s| s.subscribe(ctx.hub.metrics()));
+    // On an edge this starts the upstream; then wait (bounded) for it.
+    let wait = ctx.hub.demand(channel);
+    let live = match ctx.hub.live(channel) {
+        None if !wait.is_zero() => ctx.hub.wait_live(channel, wait).await,
+        live => live,
+    };
+    let sub = live.and_then(|s| s.subscribe(ctx.hub.metrics()));
     let Some(sub) = sub else {
         return error_response(&ctx, StatusCode::NOT_FOUND, &format!("channel '{channel}' is not live"));
     };

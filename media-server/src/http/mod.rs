@@ -26,6 +26,8 @@ pub struct HttpContext {
     pub config: HttpConfig,
     /// Cancelled at shutdown; long-lived responses end with it.
     pub shutdown: CancellationToken,
+    /// Rendition names (a rendition plays under its source's rights).
+    pub transcoding: Arc<crate::transcode::Transcoding>,
 }
 
 /// The media router.

@@ -170,6 +170,11 @@ impl Stream {
         self.has_audio.load(Ordering::Relaxed)
     }
 
+    /// The current AVC sequence header, if the publisher sent one.
+    pub fn video_header(&self) -> Option<Arc<Frame>> {
+        self.state.lock().avc.clone()
+    }
+
     /// A snapshot.
     pub fn info(&self) -> StreamInfo {
         let st = self.state.lock();
@@ -219,13 +224,69 @@ pub struct Hub {
     /// bytes are still counted.
     retired: Mutex<Vec<Arc<Stream>>>,
     went_live: broadcast::Sender<String>,
+    on_demand: parking_lot::RwLock<Option<OnDemand>>,
+}
+
+/// Called when a viewer asks for a channel (the edge role starts pulling it
+/// from an origin); see [`Hub::set_on_demand`].
+pub type OnDemandFn = Arc<dyn Fn(&str) + Send + Sync>;
+
+struct OnDemand {
+    callback: OnDemandFn,
+    wait: Duration,
 }
 
 impl Hub {
     /// An empty hub.
     pub fn new(config: HubConfig, metrics: Metrics) -> Arc<Hub> {
         let (went_live, _) = broadcast::channel(256);
-        Arc::new(Hub { streams: DashMap::new(), config, metrics, next_publisher: AtomicU64::new(1), went_live, retired: Mutex::new(Vec::new()) })
+        Arc::new(Hub {
+            streams: DashMap::new(),
+            config,
+            metrics,
+            next_publisher: AtomicU64::new(1),
+            went_live,
+            retired: Mutex::new(Vec::new()),
+            on_demand: parking_lot::RwLock::new(None),
+        })
+    }
+
+    /// Installs the on-demand hook (edges): every play request (RTMP play,
+    /// an HTTP-FLV viewer, every HLS request) calls `callback(channel)`, live
+    /// or not, so the hook can start an upstream and keep it alive; players
+    /// of a channel that is not live yet wait up to `wait` for it.
+    pub fn set_on_demand(&self, wait: Duration, callback: OnDemandFn) {
+        *self.on_demand.write() = Some(OnDemand { callback, wait });
+    }
+
+    /// Tells the on-demand hook that a viewer wants `channel`. Returns how
+    /// long the caller may wait for it to go live (zero without a hook).
+    pub fn demand(&self, channel: &str) -> Duration {
+        let hook = self.on_demand.read().as_ref().map(|h| (Arc::clone(&h.callback), h.wait));
+        match hook {
+            Some((callback, wait)) => {
+                callback(channel);
+                wait
+            }
+            None => Duration::ZERO,
+        }
+    }
+
+    /// The channel once it is live, waiting at most `wait`.
+    pub async fn wait_live(&self, channel: &str, wait: Duration) -> Option<Arc<Stream>> {
+        let mut went_live = self.went_live.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(s) = self.live(channel) {
+                return Some(s);
+            }
+            match tokio::time::timeout_at(deadline, went_live.recv()).await {
+                Err(_) => return None,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return self.live(channel),
+                // A lag or another channel: look again.
+                Ok(_) => {}
+            }
+        }
     }
 
     /// Names of channels as they go live (a first publisher, not one that
@@ -251,6 +312,12 @@ impl Hub {
         s.is_live().then_some(s)
     }
 
+    /// Subscribers of a channel, live or still awaited (RTMP players wait).
+    pub fn subscribers(&self, channel: &str) -> usize {
+        let stream = self.streams.get(channel).map(|s| s.clone());
+        stream.map_or(0, |s| s.info().subscribers)
+    }
+
     /// Snapshots of every live channel.
     pub fn live_streams(&self) -> Vec<StreamInfo> {
         let all: Vec<Arc<Stream>> = self.streams.iter().map(|e| e.value().clone()).collect();
@@ -261,6 +328,7 @@ impl Hub {
     /// wait for the publisher). The entry is dropped again when its last
     /// waiting viewer leaves.
     pub fn watch(self: &Arc<Self>, channel: &str) -> Subscription {
+        self.demand(channel);
         loop {
             let stream = self
                 .streams

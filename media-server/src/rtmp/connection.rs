@@ -69,7 +69,8 @@ impl ConnError {
 enum Role {
     Idle,
     Publishing { publisher: Publisher, stream_id: u32 },
-    Playing { sub: Box<Subscription>, stream_id: u32 },
+    /// `internal`: our own transcoder worker, whose bytes are not metered.
+    Playing { sub: Box<Subscription>, stream_id: u32, internal: bool },
 }
 
 struct Conn<'a> {
@@ -307,10 +308,29 @@ impl Conn<'_> {
             return Ok(self.session.reject_request(request_id, "NetStream.Publish.BadName", "already active")?);
         }
         let req = PublishRequest { app, stream_key: stream_key.clone(), client_addr: Some(self.peer) };
-        let grant = match self.ctx.hooks.authorize_publish(&req).await {
+        let internal = self.ctx.transcoding.internal_grant(&stream_key);
+        let decision = match internal {
+            Some(channel) => Ok(westream_control::hooks::PublishGrant { channel }),
+            None => self.ctx.hooks.authorize_publish(&req).await.and_then(|g| {
+                // Rendition names are published by our transcoder only.
+                match self.ctx.transcoding.split_rendition(&g.channel).1 {
+                    Some(_) => Err(westream_control::hooks::Denied::Forbidden(format!(
+                        "'{}' is a rendition name, published by the transcoder only",
+                        g.channel
+                    ))),
+                    None => Ok(g),
+                }
+            }),
+        };
+        let key_for_log = if stream_key.starts_with(crate::transcode::INTERNAL_PREFIX) {
+            "(internal)".to_string()
+        } else {
+            mask_key(&stream_key)
+        };
+        let grant = match decision {
             Ok(g) => g,
             Err(denied) => {
-                tracing::warn!(key = %mask_key(&stream_key), reason = %denied, "publish refused");
+                tracing::warn!(key = %key_for_log, reason = %denied, "publish refused");
                 self.ctx.hub.metrics().rejected.with_label_values(&[denied.label()]).inc();
                 self.send_status("error", "NetStream.Publish.BadName", &denied.to_string())?;
                 self.closing = Some(denied.to_string());
@@ -328,7 +348,7 @@ impl Conn<'_> {
                 return Ok(vec![]);
             }
         };
-        tracing::info!(key = %mask_key(&stream_key), "publishing");
+        tracing::info!(key = %key_for_log, "publishing");
         self.role = Role::Publishing { publisher, stream_id: 0 };
         Ok(self.session.accept_request(request_id)?)
     }
@@ -345,9 +365,12 @@ impl Conn<'_> {
             return Ok(self.session.reject_request(request_id, "NetStream.Play.Failed", "already active")?);
         }
         let (channel, token) = split_play_name(&name);
+        let internal = self.ctx.transcoding.is_internal_play(&name);
+        // A rendition is played under its source channel's rights.
+        let (base, _) = self.ctx.transcoding.split_rendition(channel);
         let req = PlayRequest {
             app,
-            channel: channel.to_string(),
+            channel: base.to_string(),
             token,
             protocol: PlayProtocol::Rtmp,
             client_addr: Some(self.peer),
@@ -363,7 +386,7 @@ impl Conn<'_> {
         let sub = self.ctx.hub.watch(channel);
         tracing::debug!(live = sub.stream().is_live(), "playing");
         self.ctx.hub.metrics().viewers.with_label_values(&["rtmp"]).inc();
-        self.role = Role::Playing { sub: Box::new(sub), stream_id };
+        self.role = Role::Playing { sub: Box::new(sub), stream_id, internal };
         // rml_rtmp's accept would also send `|RtmpSampleAccess` and a
         // `NetStream.Data.Start` data message, which FFmpeg turns into extra
         // data and subtitle streams; answer the play ourselves instead.
@@ -423,7 +446,8 @@ impl Conn<'_> {
 
     /// Queues `first` and whatever else is ready, then writes them together.
     async fn send_frames(&mut self, first: Arc<crate::media::Frame>) -> Result<(), ConnError> {
-        let Role::Playing { sub, stream_id } = &mut self.role else { return Ok(()) };
+        let Role::Playing { sub, stream_id, internal } = &mut self.role else { return Ok(()) };
+        let internal = *internal;
         let chunk_size = self.ctx.config.chunk_size as usize;
         let encode = |f: &crate::media::Frame| {
             if *stream_id == 1 {
@@ -458,7 +482,9 @@ impl Conn<'_> {
         }
         let stream = Arc::clone(sub.stream());
         let written = self.flush().await?;
-        stream.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
+        if !internal {
+            stream.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -469,9 +495,8 @@ impl Conn<'_> {
             .await
             .map_err(|_| ConnError::Timeout("peer stopped reading"))??;
         if written > 0 {
-            let label = if matches!(self.role, Role::Playing { .. }) { "rtmp" } else { "rtmp_control" };
-            if label == "rtmp" {
-                self.ctx.hub.metrics().bytes_out.with_label_values(&[label]).inc_by(written as u64);
+            if matches!(self.role, Role::Playing { internal: false, .. }) {
+                self.ctx.hub.metrics().bytes_out.with_label_values(&["rtmp"]).inc_by(written as u64);
             }
         }
         Ok(written)

@@ -174,7 +174,7 @@ proptest! {
     fn any_serialized_message_sequence_passes_with_any_split(
         chunk_size in prop_oneof![Just(128u32), Just(4096u32), 1u32..300],
         msgs in proptest::collection::vec(
-            (prop_oneof![Just(8u8), Just(9u8)], 0u32..100, proptest::collection::vec(any::<u8>(), 0..3000)),
+            (prop_oneof![Just(8u8), Just(9u8)], 0u32..100, proptest::collection::vec(any::<u8>(), 1..3000)),
             1..15),
         base in prop_oneof![Just(0u32), Just(0xfffff0u32), Just(17_000_000u32)],
         split in 1usize..700,

@@ -31,6 +31,8 @@ pub struct RtmpContext {
     pub config: RtmpConfig,
     /// Cancelled at shutdown.
     pub shutdown: CancellationToken,
+    /// Rendition names and the internal rendition publish path.
+    pub transcoding: Arc<crate::transcode::Transcoding>,
 }
 
 /// Accepts RTMP connections until shutdown; each runs in its own task

@@ -270,3 +270,38 @@ pub fn make_clip_with_bitrate(seconds: u32, bitrate: &str) -> PathBuf {
     assert!(status.success(), "ffmpeg could not make the clip");
     path
 }
+
+/// A clip of a given picture size (ultrafast x264, 1 s GOP, AAC).
+pub fn make_sized_clip(width: u32, height: u32, seconds: u32) -> PathBuf {
+    let path = scratch_dir("clipsz").join("clip.flv");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", &format!("testsrc=size={width}x{height}:rate=25")])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25", "-b:v", "800k"])
+        .args(["-c:a", "aac"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success(), "ffmpeg could not make the clip");
+    path
+}
+
+/// Streams of a URL as ffprobe sees them: (codec_type, codec_name, width, height).
+pub async fn probe_streams(url: &str) -> Vec<(String, String, u32, u32)> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_type,codec_name,width,height", "-of", "compact", url])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), out).await.expect("ffprobe in time").expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("stream|"))
+        .map(|l| {
+            let m: std::collections::HashMap<&str, &str> = l.split('|').skip(1).filter_map(|f| f.split_once('=')).collect();
+            let num = |k: &str| m.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+            (m.get("codec_type").unwrap_or(&"").to_string(), m.get("codec_name").unwrap_or(&"").to_string(), num("width"), num("height"))
+        })
+        .collect()
+}
