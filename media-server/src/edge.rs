@@ -105,16 +105,26 @@ impl Upstreams {
     }
 
     fn demand(self: &Arc<Self>, channel: &str) {
-        if self.shutdown.is_cancelled() {
+        if self.shutdown.is_cancelled() || !crate::config::valid_channel_name(channel) {
             return;
         }
         if let Some(a) = self.active.get(channel) {
-            *a.last_demand.lock() = Instant::now();
-            return;
+            if !a.cancel.is_cancelled() {
+                *a.last_demand.lock() = Instant::now();
+                return;
+            }
         }
         let active = Arc::new(ActiveUpstream { last_demand: Mutex::new(Instant::now()), cancel: self.shutdown.child_token() });
         let fresh = match self.active.entry(channel.to_string()) {
-            dashmap::Entry::Occupied(_) => false,
+            // An upstream being released as this viewer arrived: start anew.
+            dashmap::Entry::Occupied(mut o) if o.get().cancel.is_cancelled() => {
+                o.insert(Arc::clone(&active));
+                true
+            }
+            dashmap::Entry::Occupied(o) => {
+                *o.get().last_demand.lock() = Instant::now();
+                false
+            }
             dashmap::Entry::Vacant(v) => {
                 v.insert(Arc::clone(&active));
                 true
@@ -154,6 +164,11 @@ impl Upstreams {
                 }
             }
             PullEvent::Frame(f) => {
+                if publisher.is_none() {
+                    // The previous upstream of this channel may still hold
+                    // the local publisher for a moment while it winds down.
+                    publisher = hub.publish(&channel).ok();
+                }
                 let Some(p) = &publisher else { return };
                 let kind = match f.kind {
                     RelayFrameKind::Audio => FrameKind::Audio,

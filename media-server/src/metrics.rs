@@ -19,6 +19,13 @@ pub struct Metrics {
     pub bytes_in: IntCounter,
     /// Bytes sent to viewers by protocol.
     pub bytes_out: IntCounterVec,
+    /// `bytes_out{protocol="rtmp"}`, resolved once: the hot path adds to it
+    /// per write without a label lookup.
+    pub bytes_out_rtmp: IntCounter,
+    /// `bytes_out{protocol="flv"}`, resolved once.
+    pub bytes_out_flv: IntCounter,
+    /// `bytes_out{protocol="hls"}`, resolved once.
+    pub bytes_out_hls: IntCounter,
     /// Frames skipped for viewers that could not keep up.
     pub frames_dropped: IntCounter,
     /// Connections or requests refused, by reason.
@@ -71,6 +78,9 @@ impl Metrics {
             bytes_out.with_label_values(&[p]);
         }
         Metrics {
+            bytes_out_rtmp: bytes_out.with_label_values(&["rtmp"]),
+            bytes_out_flv: bytes_out.with_label_values(&["flv"]),
+            bytes_out_hls: bytes_out.with_label_values(&["hls"]),
             registry,
             streams_live,
             publishers,

@@ -68,6 +68,7 @@ rtmp_listen = "127.0.0.1:0"
 http_listen = "127.0.0.1:0"
 data_dir = "{}"
 shutdown_timeout_ms = 2000
+usage_report_interval_ms = 300
 [hub]
 publisher_grace_ms = 400
 [hls]
@@ -166,6 +167,20 @@ async fn each_city_is_served_by_its_own_edge_in_every_format_and_a_dead_edge_lea
         for (j, other) in edges.iter().enumerate().skip(i + 1) {
             assert_eq!(other.upstreams.pulls_started(), 0, "edge {j} pulled without a viewer");
         }
+    }
+
+    // Each edge reported the bytes it served to the control plane, under its own id.
+    let store = origin.control.as_ref().unwrap().store();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let store = std::sync::Arc::clone(&store);
+        let usage = tokio::task::spawn_blocking(move || store.channel_usage("demo", 1000, i64::MAX / 2)).await.unwrap().unwrap().unwrap();
+        let served = |node: &str| usage.records.iter().filter(|r| r.node_id == node).map(|r| r.bytes_out).sum::<i64>();
+        if CITIES.iter().all(|(id, _, _)| served(id) > 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "edges did not report usage: {:?}", usage.records.iter().map(|r| (&r.node_id, r.bytes_out)).collect::<Vec<_>>());
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     // Tokyo dies: within two heartbeat intervals (the configured timeout)

@@ -239,7 +239,7 @@ impl EdgeRegistry {
             .filter_map(|l| Some((Cidr::parse(&l.cidr)?, Location { latitude: l.latitude, longitude: l.longitude }, l.region.clone())))
             .collect();
         // Longest prefix first: the first match is the most specific.
-        networks.sort_by(|a, b| b.0.prefix().cmp(&a.0.prefix()));
+        networks.sort_by_key(|n| std::cmp::Reverse(n.0.prefix()));
         EdgeRegistry { selector: Selector::new(config.policy, config.tolerance_km), config, networks, edges: RwLock::new(BTreeMap::new()) }
     }
 

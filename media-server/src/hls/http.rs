@@ -187,7 +187,7 @@ async fn serve(
     requests.with_label_values(&[kind, "ok"]).inc();
     let n = body.len() as u64;
     entry.stream.bytes_out.fetch_add(n, Ordering::Relaxed);
-    ctx.packager.hub().metrics().bytes_out.with_label_values(&["hls"]).inc_by(n);
+    ctx.packager.hub().metrics().bytes_out_hls.inc_by(n);
     let mut resp = body.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));

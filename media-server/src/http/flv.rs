@@ -128,7 +128,7 @@ impl FlvViewer {
     fn push_ready(&mut self, tag: Bytes) {
         let n = tag.len() as u64;
         self.sub.stream().bytes_out.fetch_add(n, Ordering::Relaxed);
-        self.ctx.hub.metrics().bytes_out.with_label_values(&["flv"]).inc_by(n);
+        self.ctx.hub.metrics().bytes_out_flv.inc_by(n);
         self.ready.push_back(tag);
     }
 }

@@ -494,10 +494,8 @@ impl Conn<'_> {
         let written = tokio::time::timeout(timeout, write_all_vectored(&mut self.writer, &mut self.out))
             .await
             .map_err(|_| ConnError::Timeout("peer stopped reading"))??;
-        if written > 0 {
-            if matches!(self.role, Role::Playing { internal: false, .. }) {
-                self.ctx.hub.metrics().bytes_out.with_label_values(&["rtmp"]).inc_by(written as u64);
-            }
+        if written > 0 && matches!(self.role, Role::Playing { internal: false, .. }) {
+            self.ctx.hub.metrics().bytes_out_rtmp.inc_by(written as u64);
         }
         Ok(written)
     }
@@ -532,8 +530,14 @@ async fn write_all_vectored(w: &mut OwnedWriteHalf, bufs: &mut VecDeque<Bytes>) 
     let mut total = 0;
     while !bufs.is_empty() {
         let n = {
-            let slices: Vec<IoSlice<'_>> = bufs.iter().take(64).map(|b| IoSlice::new(b)).collect();
-            w.write_vectored(&slices).await?
+            // On the stack: this runs per viewer per frame.
+            let mut slices = [IoSlice::new(&[]); 64];
+            let mut k = 0;
+            for (slot, b) in slices.iter_mut().zip(bufs.iter()) {
+                *slot = IoSlice::new(b);
+                k += 1;
+            }
+            w.write_vectored(&slices[..k]).await?
         };
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());

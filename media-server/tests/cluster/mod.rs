@@ -1,0 +1,216 @@
+//! A multi-node harness: an origin that is also the control plane
+//! (`westream serve`) and edges (`westream edge`) as separate processes on
+//! loopback ports, each edge with its own configured location. Processes
+//! are killed when the harness is dropped.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ADMIN_TOKEN: &str = "dev-admin-token";
+pub const NODE_TOKEN: &str = "cluster-node-token";
+
+fn free_tcp() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn free_udp() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_http(addr: SocketAddr, child: &mut Child, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("node exited with {status}: {}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        assert!(Instant::now() < deadline, "node on {addr} did not come up: {}", std::fs::read_to_string(log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One running process.
+pub struct Node {
+    pub child: Child,
+    pub rtmp: SocketAddr,
+    pub http: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl Node {
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An origin + control plane and its edges.
+pub struct Cluster {
+    pub origin: Node,
+    pub relay: SocketAddr,
+    pub cert_sha256: String,
+    pub edges: Vec<(String, Node)>,
+}
+
+fn spawn(args: &[&str], config: &std::path::Path, dir: &std::path::Path, rtmp: SocketAddr, http: SocketAddr, extra: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_westream"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .args(["--rtmp-listen", &rtmp.to_string(), "--http-listen", &http.to_string()])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+        .spawn()
+        .expect("westream starts")
+}
+
+impl Cluster {
+    /// Starts the origin (channel `demo`, key `demo-key`) with the given
+    /// `[control.edges]` heartbeat timeout.
+    pub fn start_origin(scratch: PathBuf, heartbeat_timeout_ms: u64) -> Cluster {
+        let dir = scratch.join("origin");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("origin.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[hub]
+publisher_grace_ms = 400
+[hls]
+segment_duration_ms = 1000
+[relay]
+enabled = true
+[control]
+dev_mode = true
+admin_token = "{ADMIN_TOKEN}"
+node_tokens = ["{NODE_TOKEN}"]
+[control.edges]
+heartbeat_timeout_ms = {heartbeat_timeout_ms}
+[[control.products]]
+id = "bw"
+bandwidth_bytes = 10_000_000_000
+validity_days = 30
+price_micro_we = 1_000_000
+[[control.seed]]
+handle = "demo"
+fund_micro_we = 100_000_000
+packages = ["bw"]
+[[control.seed.channels]]
+name = "demo"
+stream_keys = ["demo-key"]
+"#
+            ),
+        )
+        .unwrap();
+        let (rtmp, http): (SocketAddr, SocketAddr) =
+            (format!("127.0.0.1:{}", free_tcp()).parse().unwrap(), format!("127.0.0.1:{}", free_tcp()).parse().unwrap());
+        let relay: SocketAddr = format!("127.0.0.1:{}", free_udp()).parse().unwrap();
+        let mut child = spawn(&["serve"], &config, &dir, rtmp, http, &["--relay-listen".into(), relay.to_string()]);
+        wait_http(http, &mut child, &dir.join("stderr.log"));
+        let fp_file = dir.join("relay-cert.pem.sha256");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let cert_sha256 = loop {
+            if let Ok(s) = std::fs::read_to_string(&fp_file) {
+                if s.trim().len() == 64 {
+                    break s.trim().to_string();
+                }
+            }
+            assert!(Instant::now() < deadline, "origin wrote no certificate fingerprint");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Cluster { origin: Node { child, rtmp, http, dir }, relay, cert_sha256, edges: Vec::new() }
+    }
+
+    /// Starts an edge process at a location; it registers with the origin's
+    /// control plane and heartbeats every `heartbeat_interval_ms`.
+    pub fn add_edge(&mut self, id: &str, latitude: f64, longitude: f64, heartbeat_interval_ms: u64) {
+        let dir = self.origin.dir.parent().unwrap().join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("edge.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[hub]
+publisher_grace_ms = 400
+[hls]
+segment_duration_ms = 1000
+[edge]
+id = "{id}"
+region = "{id}"
+latitude = {latitude}
+longitude = {longitude}
+node_token = "{NODE_TOKEN}"
+heartbeat_interval_ms = {heartbeat_interval_ms}
+upstream_wait_ms = 5000
+[[edge.origins]]
+quic_addr = "{}"
+cert_sha256 = "{}"
+"#,
+                self.relay, self.cert_sha256
+            ),
+        )
+        .unwrap();
+        let (rtmp, http): (SocketAddr, SocketAddr) =
+            (format!("127.0.0.1:{}", free_tcp()).parse().unwrap(), format!("127.0.0.1:{}", free_tcp()).parse().unwrap());
+        let control = format!("http://{}", self.origin.http);
+        let mut child = spawn(&["edge"], &config, &dir, rtmp, http, &["--control".into(), control]);
+        wait_http(http, &mut child, &dir.join("stderr.log"));
+        self.edges.push((id.to_string(), Node { child, rtmp, http, dir }));
+    }
+
+    /// The control plane's `GET /v1/edges`.
+    pub async fn edges_listed(&self) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("http://{}/v1/edges", self.origin.http))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until every started edge is registered and healthy.
+    pub async fn wait_all_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let listed = self.edges_listed().await;
+            let edges = listed["edges"].as_array().cloned().unwrap_or_default();
+            if edges.len() == self.edges.len() && edges.iter().all(|e| e["healthy"] == true) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "edges not all healthy: {listed}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `GET /v1/play/demo` for a client at a location.
+    pub async fn play(&self, format: &str, lat: f64, lon: f64) -> serde_json::Value {
+        reqwest::get(format!("http://{}/v1/play/demo?format={format}&lat={lat}&lon={lon}", self.origin.http))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
