@@ -67,7 +67,7 @@ pub async fn play(
     };
     tracing::debug!(channel, "http-flv viewer joined");
     let header = flv::file_header(sub.stream().has_audio() || !sub.stream().has_video(), sub.stream().has_video());
-    let viewer = FlvViewer { sub, ctx: Arc::clone(&ctx), header: Some(header), ready: Default::default() };
+    let viewer = FlvViewer { sub, ctx: Arc::clone(&ctx), header: Some(header), ready: Default::default(), shutdown: Box::pin(ctx.shutdown.clone().cancelled_owned()) };
     ctx.hub.metrics().viewers.with_label_values(&["flv"]).inc();
     let stream = futures_util::stream::unfold(viewer, |mut v| async move {
         let chunk = v.next().await?;
@@ -87,11 +87,9 @@ struct FlvViewer {
     header: Option<Bytes>,
     /// Tags ready to hand to hyper back to back, so they leave in one write.
     ready: std::collections::VecDeque<Bytes>,
+    /// Registered once with the shared shutdown token, not per frame.
+    shutdown: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
 }
-
-/// How long a lone audio tag waits for company before it is sent (see the
-/// same trade in the RTMP play path).
-const AUDIO_COALESCE: std::time::Duration = std::time::Duration::from_millis(15);
 
 impl FlvViewer {
     async fn next(&mut self) -> Option<Bytes> {
@@ -102,21 +100,27 @@ impl FlvViewer {
             return Some(tag);
         }
         let frame = tokio::select! {
-            _ = self.ctx.shutdown.cancelled() => None,
+            _ = self.shutdown.as_mut() => None,
             f = self.sub.recv() => f,
         }?;
         // hyper writes what the body yields without a Pending in between as
-        // one batch: gather what is ready (and an audio tag's successor).
+        // one batch: gather what is ready. A lone audio tag of a stream with
+        // video waits for the next tag (at most one video frame interval)
+        // and leaves with it.
         let mut last_audio = frame.kind == crate::media::FrameKind::Audio;
         self.push_ready(frame.flv_tag());
-        let deadline = tokio::time::Instant::now() + AUDIO_COALESCE;
-        while self.ready.len() < 64 {
-            let next = match self.sub.try_recv() {
-                Some(f) => Some(f),
-                None if last_audio && self.sub.stream().has_video() => {
-                    tokio::time::timeout_at(deadline, self.sub.recv()).await.unwrap_or_default()
-                }
-                None => None,
+        loop {
+            while self.ready.len() < 64 {
+                let Some(f) = self.sub.try_recv() else { break };
+                last_audio = f.kind == crate::media::FrameKind::Audio;
+                self.push_ready(f.flv_tag());
+            }
+            if !(self.ready.len() == 1 && last_audio && self.sub.stream().has_video()) {
+                break;
+            }
+            let next = tokio::select! {
+                _ = self.shutdown.as_mut() => None,
+                f = self.sub.recv() => f,
             };
             let Some(f) = next else { break };
             last_audio = f.kind == crate::media::FrameKind::Audio;

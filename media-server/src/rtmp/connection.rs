@@ -32,10 +32,6 @@ use crate::config::ms;
 use crate::hub::{Publisher, Subscription};
 use crate::media::{metadata, FrameKind};
 
-/// How long a lone audio frame waits for the next frame before it is
-/// written to a player.
-const AUDIO_COALESCE: std::time::Duration = std::time::Duration::from_millis(15);
-
 /// Why a connection ended abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -150,6 +146,11 @@ impl Conn<'_> {
     async fn run_loop(&mut self) -> Result<(), ConnError> {
         let mut buf = vec![0u8; 64 * 1024];
         let idle = ms(self.ctx.config.idle_timeout_ms);
+        // One registration with the shared shutdown token for the whole
+        // connection, not one per loop turn (every viewer shares the token).
+        let ctx = self.ctx;
+        let shutdown = ctx.shutdown.cancelled();
+        tokio::pin!(shutdown);
         loop {
             if let Some(reason) = self.closing.take() {
                 self.flush().await?;
@@ -159,7 +160,7 @@ impl Conn<'_> {
             if playing {
                 let Role::Playing { sub, .. } = &mut self.role else { unreachable!() };
                 tokio::select! {
-                    _ = self.ctx.shutdown.cancelled() => return Ok(()),
+                    _ = &mut shutdown => return Ok(()),
                     n = self.reader.read(&mut buf) => {
                         let n = n?;
                         if n == 0 { return Ok(()); }
@@ -190,7 +191,7 @@ impl Conn<'_> {
                     }
                 };
                 tokio::select! {
-                    _ = self.ctx.shutdown.cancelled() => return Ok(()),
+                    _ = &mut shutdown => return Ok(()),
                     _ = stopped => {
                         tracing::info!("publisher stopped by the server");
                         self.send_status("status", "NetStream.Publish.Unpublish.Success", "stopped by the server")?;
@@ -457,28 +458,26 @@ impl Conn<'_> {
             }
         };
         let mut queued = 0usize;
-        let mut last_audio = first.kind == FrameKind::Audio;
         let b = encode(&first);
         queued += b.len();
         self.out.push_back(b);
-        // Up to 64 frames or 1 MiB per write. An audio frame alone waits up
-        // to AUDIO_COALESCE for company (usually the next video frame), so a
-        // viewer costs about one write per video frame instead of one per
-        // message; the publisher is never waited on.
-        let deadline = tokio::time::Instant::now() + AUDIO_COALESCE;
+        let mut frames = 1;
+        let mut last_audio = first.kind == FrameKind::Audio;
+        // Up to 64 frames or 1 MiB per write.
         while self.out.len() < 64 && queued < 1 << 20 {
-            let next = match sub.try_recv() {
-                Some(f) => Some(f),
-                None if last_audio && sub.stream().has_video() => {
-                    tokio::time::timeout_at(deadline, sub.recv()).await.unwrap_or_default()
-                }
-                None => None,
-            };
-            let Some(f) = next else { break };
+            let Some(f) = sub.try_recv() else { break };
             last_audio = f.kind == FrameKind::Audio;
             let b = encode(&f);
             queued += b.len();
             self.out.push_back(b);
+            frames += 1;
+        }
+        // A lone audio frame of a stream with video waits in the queue for
+        // the next frame (at most one video frame interval) and leaves with
+        // it: about one write per video frame instead of one per message,
+        // with no timer. The publisher is never waited on.
+        if frames == 1 && last_audio && sub.stream().has_video() && self.out.len() == 1 {
+            return Ok(());
         }
         let stream = Arc::clone(sub.stream());
         let written = self.flush().await?;
