@@ -30,6 +30,16 @@ use crate::media::{Frame, FrameKind, FrameParseError};
 use crate::metrics::Metrics;
 use timeline::{Timeline, Track};
 
+/// What the broadcast ring carries: frames that leave together. Audio of a
+/// channel with video rides with the next video frame, so a viewer wakes
+/// (and writes) about once per video frame instead of once per message; the
+/// audio waits at most one video frame interval (or
+/// [`MAX_AUDIO_HOLD_MS`] if video stalls).
+pub type FrameBatch = Arc<[Arc<Frame>]>;
+
+/// Longest audio is held back waiting for a video frame.
+pub const MAX_AUDIO_HOLD_MS: u64 = 100;
+
 /// Hub tuning, from the `[hub]` config table.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -80,7 +90,9 @@ struct State {
     stop: Option<CancellationToken>,
     grace_until: Option<Instant>,
     closed: bool,
-    tx: Option<broadcast::Sender<Arc<Frame>>>,
+    tx: Option<broadcast::Sender<FrameBatch>>,
+    /// Audio held back until the next video frame (see [`FrameBatch`]).
+    pending_audio: Vec<Arc<Frame>>,
     metadata: Option<Arc<Frame>>,
     avc: Option<Arc<Frame>>,
     aac: Option<Arc<Frame>>,
@@ -132,6 +144,7 @@ impl Stream {
                 grace_until: None,
                 closed: false,
                 tx: Some(tx),
+                pending_audio: Vec::new(),
                 metadata: None,
                 avc: None,
                 aac: None,
@@ -431,6 +444,11 @@ impl Hub {
         }
         st.publisher = None;
         st.stop = None;
+        // Audio held for a video frame that will not come now.
+        let pending = std::mem::take(&mut st.pending_audio);
+        if let (false, Some(tx)) = (pending.is_empty(), &st.tx) {
+            let _ = tx.send(FrameBatch::from(pending));
+        }
         st.timeline.restart();
         let grace = self.config.publisher_grace;
         st.grace_until = Some(Instant::now() + grace);
@@ -536,9 +554,19 @@ impl Publisher {
                 }
             }
         }
-        if let Some(tx) = &st.tx {
+        let hold = kind == FrameKind::Audio && !frame.sequence_header && self.stream.has_video();
+        let batch: Option<Vec<Arc<Frame>>> = if hold {
+            st.pending_audio.push(Arc::clone(&frame));
+            let held_ms = frame.dts.saturating_sub(st.pending_audio[0].dts);
+            (held_ms >= MAX_AUDIO_HOLD_MS).then(|| std::mem::take(&mut st.pending_audio))
+        } else {
+            let mut v = std::mem::take(&mut st.pending_audio);
+            v.push(Arc::clone(&frame));
+            Some(v)
+        };
+        if let (Some(batch), Some(tx)) = (batch, &st.tx) {
             // Err only means nobody is subscribed.
-            let _ = tx.send(Arc::clone(&frame));
+            let _ = tx.send(FrameBatch::from(batch));
         }
         drop(st);
         self.stream.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
@@ -588,7 +616,7 @@ impl Drop for Publisher {
 /// One viewer's view of a channel.
 pub struct Subscription {
     stream: Arc<Stream>,
-    rx: broadcast::Receiver<Arc<Frame>>,
+    rx: broadcast::Receiver<FrameBatch>,
     backlog: VecDeque<Arc<Frame>>,
     waiting_for_key: bool,
     dropped: u64,
@@ -618,11 +646,7 @@ impl Subscription {
                 return None;
             }
             match self.rx.recv().await {
-                Ok(f) => {
-                    if let Some(f) = self.admit(f) {
-                        return Some(f);
-                    }
-                }
+                Ok(batch) => self.unpack(&batch),
                 Err(broadcast::error::RecvError::Lagged(n)) => self.lagged(n),
                 Err(broadcast::error::RecvError::Closed) => {
                     self.closed = true;
@@ -642,11 +666,7 @@ impl Subscription {
                 return None;
             }
             match self.rx.try_recv() {
-                Ok(f) => {
-                    if let Some(f) = self.admit(f) {
-                        return Some(f);
-                    }
-                }
+                Ok(batch) => self.unpack(&batch),
                 Err(broadcast::error::TryRecvError::Lagged(n)) => self.lagged(n),
                 Err(broadcast::error::TryRecvError::Closed) => {
                     self.closed = true;
@@ -669,6 +689,14 @@ impl Subscription {
             self.waiting_for_key = true;
         }
         tracing::debug!(channel = %self.stream.name, skipped = n, "slow viewer skipped forward");
+    }
+
+    fn unpack(&mut self, batch: &FrameBatch) {
+        for f in batch.iter() {
+            if let Some(f) = self.admit(Arc::clone(f)) {
+                self.backlog.push_back(f);
+            }
+        }
     }
 
     fn admit(&mut self, f: Arc<Frame>) -> Option<Arc<Frame>> {
