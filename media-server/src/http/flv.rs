@@ -104,26 +104,11 @@ impl FlvViewer {
             f = self.sub.recv() => f,
         }?;
         // hyper writes what the body yields without a Pending in between as
-        // one batch: gather what is ready. A lone audio tag of a stream with
-        // video waits for the next tag (at most one video frame interval)
-        // and leaves with it.
-        let mut last_audio = frame.kind == crate::media::FrameKind::Audio;
+        // one batch: hand over everything that is ready (the hub delivers
+        // audio together with the next video frame).
         self.push_ready(frame.flv_tag());
-        loop {
-            while self.ready.len() < 64 {
-                let Some(f) = self.sub.try_recv() else { break };
-                last_audio = f.kind == crate::media::FrameKind::Audio;
-                self.push_ready(f.flv_tag());
-            }
-            if !(self.ready.len() == 1 && last_audio && self.sub.stream().has_video()) {
-                break;
-            }
-            let next = tokio::select! {
-                _ = self.shutdown.as_mut() => None,
-                f = self.sub.recv() => f,
-            };
-            let Some(f) = next else { break };
-            last_audio = f.kind == crate::media::FrameKind::Audio;
+        while self.ready.len() < 64 {
+            let Some(f) = self.sub.try_recv() else { break };
             self.push_ready(f.flv_tag());
         }
         self.ready.pop_front()

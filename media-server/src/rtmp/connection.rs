@@ -461,23 +461,13 @@ impl Conn<'_> {
         let b = encode(&first);
         queued += b.len();
         self.out.push_back(b);
-        let mut frames = 1;
-        let mut last_audio = first.kind == FrameKind::Audio;
-        // Up to 64 frames or 1 MiB per write.
+        // Up to 64 frames or 1 MiB per write; the hub already hands audio
+        // over together with the next video frame.
         while self.out.len() < 64 && queued < 1 << 20 {
             let Some(f) = sub.try_recv() else { break };
-            last_audio = f.kind == FrameKind::Audio;
             let b = encode(&f);
             queued += b.len();
             self.out.push_back(b);
-            frames += 1;
-        }
-        // A lone audio frame of a stream with video waits in the queue for
-        // the next frame (at most one video frame interval) and leaves with
-        // it: about one write per video frame instead of one per message,
-        // with no timer. The publisher is never waited on.
-        if frames == 1 && last_audio && sub.stream().has_video() && self.out.len() == 1 {
-            return Ok(());
         }
         let stream = Arc::clone(sub.stream());
         let written = self.flush().await?;
