@@ -337,23 +337,32 @@ impl Hub {
         all.into_iter().filter(|s| s.is_live()).map(|s| s.info()).collect()
     }
 
+    /// The channel's entry, created idle if missing.
+    fn entry(&self, channel: &str) -> Arc<Stream> {
+        self.streams
+            .entry(channel.to_string())
+            .or_insert_with(|| Arc::new(Stream::new(channel, self.config.viewer_queue_frames)))
+            .clone()
+    }
+
+    /// Drops `stream` from the map unless another entry already replaced it.
+    fn forget(&self, stream: &Arc<Stream>) {
+        self.streams.remove_if(&stream.name, |_, v| Arc::ptr_eq(v, stream));
+    }
+
     /// Subscribes to a channel whether or not it is live yet (RTMP players
     /// wait for the publisher). The entry is dropped again when its last
     /// waiting viewer leaves.
     pub fn watch(self: &Arc<Self>, channel: &str) -> Subscription {
         self.demand(channel);
         loop {
-            let stream = self
-                .streams
-                .entry(channel.to_string())
-                .or_insert_with(|| Arc::new(Stream::new(channel, self.config.viewer_queue_frames)))
-                .clone();
+            let stream = self.entry(channel);
             if let Some(mut sub) = stream.subscribe(&self.metrics) {
                 sub.hub = Some(Arc::clone(self));
                 return sub;
             }
             // Closed under our feet: clear it and make a fresh one.
-            self.streams.remove_if(channel, |_, v| Arc::ptr_eq(v, &stream));
+            self.forget(&stream);
         }
     }
 
@@ -362,15 +371,11 @@ impl Hub {
     pub fn publish(self: &Arc<Self>, channel: &str) -> Result<Publisher, HubError> {
         let id = self.next_publisher.fetch_add(1, Ordering::Relaxed);
         loop {
-            let stream = self
-                .streams
-                .entry(channel.to_string())
-                .or_insert_with(|| Arc::new(Stream::new(channel, self.config.viewer_queue_frames)))
-                .clone();
+            let stream = self.entry(channel);
             let mut st = stream.state.lock();
             if st.closed {
                 drop(st);
-                self.streams.remove_if(channel, |_, v| Arc::ptr_eq(v, &stream));
+                self.forget(&stream);
                 continue;
             }
             if st.publisher.is_some() {
@@ -466,7 +471,7 @@ impl Hub {
                 st.tx = None;
                 drop(st);
                 hub.metrics.streams_live.dec();
-                hub.streams.remove_if(&stream.name, |_, v| Arc::ptr_eq(v, &stream));
+                hub.forget(&stream);
                 hub.retired.lock().push(Arc::clone(&stream));
                 tracing::info!(channel = %stream.name, "channel ended");
             }
@@ -491,7 +496,7 @@ impl Hub {
             st.closed = true;
             st.tx = None;
             drop(st);
-            self.streams.remove_if(&stream.name, |_, v| Arc::ptr_eq(v, stream));
+            self.forget(stream);
         }
     }
 }
