@@ -72,6 +72,16 @@ pub struct Cluster {
     pub edge_grace_ms: u64,
 }
 
+/// Writes `{dir}/{file}`: the settings every node shares (short segments,
+/// the given publisher grace), then `rest`.
+fn node_config(dir: &std::path::Path, file: &str, grace_ms: u64, rest: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(file);
+    let text = format!("[hub]\npublisher_grace_ms = {grace_ms}\n[hls]\nsegment_duration_ms = 1000\n{rest}");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// `westream serve` with a relay; waits for HTTP and the certificate
 /// fingerprint it writes.
 fn start_serve(dir: &std::path::Path, config: &std::path::Path) -> (Node, SocketAddr, String) {
@@ -117,16 +127,12 @@ impl Cluster {
     /// `[control.edges]` heartbeat timeout.
     pub fn start_origin(scratch: PathBuf, heartbeat_timeout_ms: u64) -> Cluster {
         let dir = scratch.join("origin");
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("origin.toml");
-        std::fs::write(
-            &config,
-            format!(
+        let config = node_config(
+            &dir,
+            "origin.toml",
+            400,
+            &format!(
                 r#"
-[hub]
-publisher_grace_ms = 400
-[hls]
-segment_duration_ms = 1000
 [relay]
 enabled = true
 [control]
@@ -149,8 +155,7 @@ name = "demo"
 stream_keys = ["demo-key"]
 "#
             ),
-        )
-        .unwrap();
+        );
         let (origin, relay, cert_sha256) = start_serve(&dir, &config);
         Cluster { origin, relay, cert_sha256, origins: Vec::new(), edges: Vec::new(), edge_grace_ms: 400 }
     }
@@ -159,16 +164,12 @@ stream_keys = ["demo-key"]
     /// `demo-key`, relay open to the cluster's node token.
     pub fn add_origin(&mut self, id: &str) {
         let dir = self.origin.dir.parent().unwrap().join(id);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("origin.toml");
-        std::fs::write(
-            &config,
-            format!(
+        let config = node_config(
+            &dir,
+            "origin.toml",
+            400,
+            &format!(
                 r#"
-[hub]
-publisher_grace_ms = 400
-[hls]
-segment_duration_ms = 1000
 [relay]
 enabled = true
 node_tokens = ["{NODE_TOKEN}"]
@@ -177,8 +178,7 @@ name = "demo"
 stream_key = "demo-key"
 "#
             ),
-        )
-        .unwrap();
+        );
         self.origins.push(start_serve(&dir, &config));
     }
 
@@ -186,21 +186,17 @@ stream_key = "demo-key"
     /// control plane and heartbeats every `heartbeat_interval_ms`.
     pub fn add_edge(&mut self, id: &str, latitude: f64, longitude: f64, heartbeat_interval_ms: u64) {
         let dir = self.origin.dir.parent().unwrap().join(id);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("edge.toml");
         let mut origins = String::new();
         let listed = self.origins.iter().map(|(_, relay, cert)| (relay, cert)).chain([(&self.relay, &self.cert_sha256)]);
         for (relay, cert) in listed {
             origins.push_str(&format!("[[edge.origins]]\nquic_addr = \"{relay}\"\ncert_sha256 = \"{cert}\"\n"));
         }
-        std::fs::write(
-            &config,
-            format!(
+        let config = node_config(
+            &dir,
+            "edge.toml",
+            self.edge_grace_ms,
+            &format!(
                 r#"
-[hub]
-publisher_grace_ms = {}
-[hls]
-segment_duration_ms = 1000
 [edge]
 id = "{id}"
 region = "{id}"
@@ -209,11 +205,9 @@ longitude = {longitude}
 node_token = "{NODE_TOKEN}"
 heartbeat_interval_ms = {heartbeat_interval_ms}
 upstream_wait_ms = 5000
-{origins}"#,
-                self.edge_grace_ms
+{origins}"#
             ),
-        )
-        .unwrap();
+        );
         let (rtmp, http): (SocketAddr, SocketAddr) =
             (format!("127.0.0.1:{}", free_tcp()).parse().unwrap(), format!("127.0.0.1:{}", free_tcp()).parse().unwrap());
         let control = format!("http://{}", self.origin.http);
