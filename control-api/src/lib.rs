@@ -30,6 +30,7 @@
 //! `control-api/tests/data/dev-control.toml`.
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod edges;
 pub mod hooks;
@@ -37,10 +38,15 @@ pub mod http_hooks;
 pub mod inproc;
 pub mod metrics;
 pub mod plane;
+pub mod rooms;
 pub mod store;
+pub mod tickets;
+pub mod votes;
 
 pub use config::{
     ConfigError, ControlConfig, ProductConfig, SeedAccountConfig, SeedChannelConfig, SqliteSync,
 };
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use http_hooks::HttpHooks;
+pub use rooms::{Rooms, ViewerCounts};
 pub use plane::{ControlError, ControlPlane};

@@ -28,11 +28,11 @@ pub(crate) fn written<T: Serialize>(status: StatusCode, r: Replayed<T>) -> Respo
     resp
 }
 
-fn scope(auth: &Auth) -> String {
+pub(super) fn scope(auth: &Auth) -> String {
     format!("acct:{}", auth.0.account_id)
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(v)| v)
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
