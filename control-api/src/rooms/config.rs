@@ -144,7 +144,7 @@ impl RoomsConfig {
                 "must hold a message of max_message_chars (4 bytes a character, plus 64 for the JSON)",
             ));
         }
-        in_range("chat_rate_messages", self.chat_rate_messages, 1, 10_000, "must be 1..=10000")?;
+        in_range("chat_rate_messages", self.chat_rate_messages, 1, 1_000_000, "must be 1..=1000000")?;
         in_range("chat_rate_window_ms", self.chat_rate_window_ms, 1, 3_600_000, "must be 1..=3600000")?;
         in_range("max_slow_mode_ms", self.max_slow_mode_ms, 0, 86_400_000, "at most one day")?;
         in_range("history_len", self.history_len, 0, 1_000, "must be 0..=1000")?;
