@@ -66,9 +66,9 @@ pub(super) async fn create_account(
     ApiJson(req): ApiJson<CreateAccount>,
 ) -> Result<Response, ApiError> {
     let key = idem.scoped("signup", "POST /v1/accounts", &req);
-    let r = blocking(&state.store, move |s| {
-        s.create_account(&key, &req, now_ms())
-    })
+    // The plane's clock: account age is a vote rule, and tests move time.
+    let now = state.rooms.now_ms();
+    let r = blocking(&state.store, move |s| s.create_account(&key, &req, now))
     .await?;
     if !r.replayed {
         tracing::info!(handle = %r.value.account.handle, "account created");
