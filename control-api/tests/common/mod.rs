@@ -96,6 +96,11 @@ pub async fn start_full(
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let router = plane.router();
+    // As a server should: small WebSocket events must not wait for Nagle.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
@@ -280,3 +285,27 @@ impl TestServer {
         r.body["packages"].as_array().expect("packages").clone()
     }
 }
+
+/// A client that upgrades and then never reads or writes again.
+pub async fn idle_client(addr: &str, channel: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "GET /v1/rooms/{channel}/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    sock.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = [0u8; 512];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
+            .await
+            .expect("handshake in time")
+            .expect("read");
+        assert!(n > 0, "closed during handshake");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
+    sock
+}
+
