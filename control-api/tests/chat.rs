@@ -202,3 +202,24 @@ async fn banned_and_muted_accounts_cannot_send_and_slow_mode_is_enforced() {
     let seen = until_chat(&mut a, "thanks").await;
     assert!(seen.iter().all(|e| e["type"] != "error"), "{seen:?}");
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_event_and_the_vote_formula() {
+    let s = start().await;
+    let doc = s.get("/v1/openapi.json", None).await.body;
+    let events: Vec<&str> = doc["x-websocket"]["server_to_client"]
+        .as_object()
+        .expect("x-websocket events")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for t in ["hello", "chat", "gift", "viewers", "stream", "error"] {
+        assert!(events.contains(&t), "{t} undocumented");
+    }
+    let codes = doc["x-websocket"]["server_to_client"]["error"]["description"].as_str().unwrap_or("");
+    for c in ["unauthenticated", "too_long", "rate_limited", "slow_mode", "muted", "banned", "bad_message"] {
+        assert!(codes.contains(c), "error code {c} undocumented");
+    }
+    let formula = doc["x-vote-formula"].as_str().unwrap_or("");
+    assert!(formula.contains("min(sqrt(T), vote_cap)") && formula.contains("2^(-(t - t_i)"), "{formula}");
+}

@@ -9,6 +9,7 @@
 //! `max_inbound_frame_bytes` (`protocol`).
 
 use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -52,12 +53,15 @@ pub(crate) async fn connect(
     State(state): State<Arc<Inner>>,
     Path(channel): Path<String>,
     q: Result<Query<WsQuery>, QueryRejection>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let q = q
         .map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let room = crate::api::existing_room(&state, &channel).await?;
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::new(e.status(), "websocket_required", format!("open this route as a WebSocket: {}", e.body_text()))
+    })?;
     let caller = match q.token.as_deref() {
         Some(t) => Some(crate::api::authenticate(&state, t).await?),
         None => None,
