@@ -20,6 +20,13 @@
 //! let hooks: Arc<dyn MediaHooks> = plane.hooks(); // or HttpHooks::new(url, node_token)?
 //! ```
 //!
+//! Rooms (issue #7): [`ControlPlane::rooms`] is the handle the media server
+//! reports live state and viewer counts to ([`Rooms::stream_started`],
+//! [`Rooms::stream_ended`], [`Rooms::set_viewers`]); the WebSocket
+//! `/v1/rooms/{channel}/ws` is in the router. Ticketed channels are checked
+//! by `authorize_play` from memory with [`tickets::verify_play_token`]; the
+//! vote formula is documented in [`votes`].
+//!
 //! Stop orders reach a node two ways: the receipt of every
 //! [`hooks::MediaHooks::report_usage`] call lists those for the channels in
 //! the batch, and [`hooks::MediaHooks::stop_orders`] lists all of them. A

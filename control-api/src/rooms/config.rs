@@ -192,3 +192,30 @@ pub fn validate_gifts(gifts: &[GiftConfig], max_amount: i64) -> Result<(), Confi
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_values_name_their_key() {
+        RoomsConfig::default().validate().expect("defaults are valid");
+        validate_gifts(&default_gifts(), 1_000_000_000_000_000).expect("default catalogue");
+        let cases: Vec<(RoomsConfig, &str)> = vec![
+            (RoomsConfig { platform_fee_bps: 10_001, ..Default::default() }, "control.rooms.platform_fee_bps"),
+            (RoomsConfig { vote_cap: f64::NAN, ..Default::default() }, "control.rooms.vote_cap"),
+            (RoomsConfig { vote_half_life_ms: 0, ..Default::default() }, "control.rooms.vote_half_life_ms"),
+            (RoomsConfig { max_inbound_frame_bytes: 1_000, ..Default::default() }, "control.rooms.max_inbound_frame_bytes"),
+            (RoomsConfig { client_queue_events: 0, ..Default::default() }, "control.rooms.client_queue_events"),
+        ];
+        for (c, key) in cases {
+            assert_eq!(c.validate().map_err(|e| e.key), Err(key.to_string()));
+        }
+        let mut gifts = default_gifts();
+        gifts[2].id = "kiss".into();
+        assert_eq!(validate_gifts(&gifts, i64::MAX).map_err(|e| e.key), Err("control.gifts[2].id".to_string()));
+        let parsed: RoomsConfig = toml::from_str("platform_fee_bps = 500\nvote_cap = 50.0").expect("partial table");
+        assert_eq!((parsed.platform_fee_bps, parsed.max_message_chars), (500, 500));
+        assert!(toml::from_str::<RoomsConfig>("fee = 1").is_err(), "unknown keys refused");
+    }
+}

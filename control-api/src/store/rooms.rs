@@ -418,10 +418,9 @@ fn pay(tx: &Connection, p: &Payment<'_>, now_ms: i64) -> Result<(i64, i64), Stor
     let balance = legs
         .iter()
         .zip(&after)
-        .filter(|(l, _)| l.0 == payer_wallet)
-        .map(|(_, b)| *b)
-        .last()
-        .unwrap_or(after[0]);
+        .rev()
+        .find(|(l, _)| l.0 == payer_wallet)
+        .map_or(after[0], |(_, b)| *b);
     Ok((journal, balance))
 }
 
