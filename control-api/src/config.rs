@@ -97,6 +97,8 @@ pub struct ControlConfig {
     /// The gift catalogue (`[[control.gifts]]`); defaults to kiss, flower,
     /// heart, sports_car, plane and rocket.
     pub gifts: Vec<crate::rooms::GiftConfig>,
+    /// `[control.rewards]`: the daily reward epochs (see `crate::rewards`).
+    pub rewards: crate::rewards::RewardsConfig,
     /// Secret that signs play tokens (tickets), 16+ characters. When unset,
     /// 32 random bytes are generated once and kept in `play_token.secret`
     /// under the data dir. Every node that verifies tokens needs the same one.
@@ -125,6 +127,7 @@ impl Default for ControlConfig {
             edges: crate::edges::EdgesConfig::default(),
             rooms: crate::rooms::RoomsConfig::default(),
             gifts: crate::rooms::default_gifts(),
+            rewards: crate::rewards::RewardsConfig::default(),
             play_token_secret: None,
         }
     }
@@ -183,6 +186,7 @@ impl ControlConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.edges.validate()?;
         self.rooms.validate()?;
+        self.rewards.validate()?;
         crate::rooms::validate_gifts(&self.gifts, self.max_amount_micro_we)?;
         if self
             .play_token_secret

@@ -45,6 +45,7 @@ pub mod http_hooks;
 pub mod inproc;
 pub mod metrics;
 pub mod plane;
+pub mod rewards;
 pub mod rooms;
 pub mod store;
 pub mod tickets;
