@@ -18,7 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::events::Event;
 use super::{ChatRefusal, Room, Rooms};
@@ -33,6 +33,11 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 const MAX_WRITE_BUFFER_BYTES: usize = 1 << 20;
 /// How long a close frame to a dropped client may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
+/// Events already queued for a client go out in one write, up to this many
+/// (no waiting: a lone event is written at once).
+const MAX_EVENTS_PER_WRITE: usize = 32;
+/// Bytes a client's frames may gather before tungstenite writes them.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
 /// `?token=` and `?share=`.
 #[derive(Debug, Deserialize)]
@@ -93,7 +98,7 @@ pub(crate) async fn connect(
     };
     Ok(upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .max_message_size(cfg.max_inbound_frame_bytes)
         .max_frame_size(cfg.max_inbound_frame_bytes)
@@ -177,11 +182,36 @@ impl Client {
     }
 
     async fn send(&self, sink: &mut Sink, msg: Message) -> Result<(), DropReason> {
-        match tokio::time::timeout(self.send_timeout, sink.send(msg)).await {
+        self.timed(sink.send(msg)).await
+    }
+
+    async fn timed(&self, op: impl std::future::Future<Output = Result<(), axum::Error>>) -> Result<(), DropReason> {
+        match tokio::time::timeout(self.send_timeout, op).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(DropReason::Protocol(e.to_string())),
             Err(_) => Err(DropReason::SendTimeout),
         }
+    }
+
+    /// Writes `first` and whatever else is already queued in one flush: at
+    /// 10,000 clients a busy room costs one write per client per wake-up,
+    /// not one per event.
+    async fn send_queued(
+        &self,
+        sink: &mut Sink,
+        first: Utf8Bytes,
+        events: &mut tokio::sync::broadcast::Receiver<Utf8Bytes>,
+    ) -> Result<(), DropReason> {
+        self.timed(sink.feed(Message::Text(first))).await?;
+        for _ in 1..MAX_EVENTS_PER_WRITE {
+            match events.try_recv() {
+                Ok(next) => self.timed(sink.feed(Message::Text(next))).await?,
+                Err(TryRecvError::Lagged(n)) => return Err(DropReason::Lagged(n)),
+                // Empty, or closed (the next recv says so).
+                Err(_) => break,
+            }
+        }
+        self.timed(sink.flush()).await
     }
 
     async fn serve(
@@ -196,7 +226,7 @@ impl Client {
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
-                    Ok(bytes) => self.send(sink, Message::Text(bytes)).await?,
+                    Ok(bytes) => self.send_queued(sink, bytes, &mut events).await?,
                     Err(RecvError::Lagged(n)) => return Err(DropReason::Lagged(n)),
                     Err(RecvError::Closed) => return Ok(()),
                 },
