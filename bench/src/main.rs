@@ -14,6 +14,7 @@ mod http_flv;
 mod media;
 mod probe;
 mod procstat;
+mod room;
 mod rtmp;
 mod rtmp_play;
 mod stamp;
@@ -46,6 +47,8 @@ enum Command {
     Fanout(FanoutArgs),
     /// The same scenario against nginx-rtmp (started here) and WeStream.
     Compare(CompareArgs),
+    /// Thousands of WebSocket clients in one room with chat and gifts.
+    Room(room::RoomArgs),
 }
 
 /// The scenario's shape, shared by both commands.
@@ -204,6 +207,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Fanout(args) => runtime.block_on(fanout_command(args)),
         Command::Compare(args) => runtime.block_on(compare_command(args)),
+        Command::Room(args) => runtime.block_on(room::room_command(args)),
     }
 }
 

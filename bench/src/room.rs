@@ -1,0 +1,331 @@
+//! `westream-bench room`: thousands of WebSocket clients in one room while
+//! senders chat and send gifts at fixed rates; fan-out latency, delivery and
+//! the server's CPU and memory.
+//!
+//! Latency: a chat message carries its send time (`rb:{µs since the run's
+//! start}`), so a measuring client gets send-to-delivery through the whole
+//! server path; a gift event carries the server's `ts_ms` (its commit time),
+//! so gift latency is commit-to-delivery in milliseconds. Only one client in
+//! `--measure-every` parses JSON; the others count frames, so the bench's
+//! own CPU stays small next to the server's.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::procstat::{clock_ticks_per_sec, sample_tree, ProcSample};
+use crate::stats::Percentiles;
+
+/// `room` arguments.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct RoomArgs {
+    /// The server's HTTP base URL (control API and WebSocket on it).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The room (channel).
+    #[arg(long, default_value = "demo")]
+    channel: String,
+    /// Listening WebSocket clients.
+    #[arg(long, default_value_t = 10_000)]
+    clients: u32,
+    /// Accounts that chat and send gifts (each also holds a WebSocket).
+    #[arg(long, default_value_t = 300)]
+    senders: u32,
+    /// Chat messages per second over all senders.
+    #[arg(long, default_value_t = 100)]
+    chat_per_sec: u32,
+    /// Gifts per second over all senders.
+    #[arg(long, default_value_t = 50)]
+    gifts_per_sec: u32,
+    /// The gift sent.
+    #[arg(long, default_value = "kiss")]
+    gift: String,
+    /// Measured window.
+    #[arg(long, default_value_t = 30)]
+    duration_secs: u64,
+    /// One client in this many parses events and records latency.
+    #[arg(long, default_value_t = 20)]
+    measure_every: u32,
+    /// The server's PID, for its CPU and memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+#[derive(Default)]
+struct Counters {
+    frames: AtomicU64,
+    chat_seen: AtomicU64,
+    gifts_seen: AtomicU64,
+    closed_by_server: AtomicU64,
+    chat_sent: AtomicU64,
+    chat_refused: AtomicU64,
+    gifts_ok: AtomicU64,
+    gifts_failed: AtomicU64,
+}
+
+struct Sender {
+    token: String,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ws_url(base: &str, channel: &str, token: Option<&str>) -> String {
+    let ws = base.replacen("http://", "ws://", 1);
+    match token {
+        Some(t) => format!("{ws}/v1/rooms/{channel}/ws?token={t}"),
+        None => format!("{ws}/v1/rooms/{channel}/ws"),
+    }
+}
+
+async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let mut req = http.post(&url).header("Idempotency-Key", format!("rb-{}", rand_u64())).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.with_context(|| format!("POST {url}"))?;
+    let status = resp.status();
+    let json: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("POST {url}: {status} {json}");
+    }
+    Ok(json)
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos() ^ u128::from(unix_ms()));
+    h.finish()
+}
+
+/// Signs up one sender and funds it from the dev faucet.
+async fn make_sender(http: &reqwest::Client, base: &str, run: u64, i: u32) -> anyhow::Result<Sender> {
+    let handle = format!("rb{}x{i}", run % 1_000_000);
+    let account = post(http, format!("{base}/v1/accounts"), None, serde_json::json!({ "handle": handle })).await?;
+    let token = account["token"].as_str().ok_or_else(|| anyhow!("sign-up answered no token: {account}"))?.to_string();
+    post(http, format!("{base}/v1/wallet/faucet"), Some(&token), serde_json::json!({ "amount_micro_we": 100_000_000 })).await?;
+    Ok(Sender { token })
+}
+
+/// A listening client: counts frames; a measuring one parses them.
+async fn listen(
+    url: String,
+    measure: bool,
+    start: Instant,
+    counters: Arc<Counters>,
+    chat_us: Arc<Mutex<Vec<u32>>>,
+    gift_ms: Arc<Mutex<Vec<u32>>>,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.context("websocket connect")?;
+    loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => break,
+            m = ws.next() => m,
+        };
+        match msg {
+            Some(Ok(Message::Text(text))) => {
+                counters.frames.fetch_add(1, Ordering::Relaxed);
+                if !measure {
+                    continue;
+                }
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(text.as_str()) else { continue };
+                match v["type"].as_str() {
+                    Some("chat") => {
+                        counters.chat_seen.fetch_add(1, Ordering::Relaxed);
+                        if let Some(sent) = v["text"].as_str().and_then(|t| t.strip_prefix("rb:")).and_then(|t| t.parse::<u64>().ok()) {
+                            let now = start.elapsed().as_micros() as u64;
+                            chat_us.lock().push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+                        }
+                    }
+                    Some("gift") => {
+                        counters.gifts_seen.fetch_add(1, Ordering::Relaxed);
+                        if let Some(ts) = v["ts_ms"].as_u64() {
+                            gift_ms.lock().push(unix_ms().saturating_sub(ts) as u32);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some(Ok(Message::Close(_))) | None => {
+                if !stop.is_cancelled() {
+                    counters.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                }
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) => {
+                counters.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(())
+}
+
+fn cpu_seconds(before: Option<ProcSample>, after: Option<ProcSample>, ticks: u64) -> Option<f64> {
+    Some(after?.cpu_ticks.saturating_sub(before?.cpu_ticks) as f64 / ticks as f64)
+}
+
+/// Runs the room scenario and prints a JSON report.
+pub(crate) async fn room_command(args: RoomArgs) -> anyhow::Result<()> {
+    if args.clients + args.senders > 18_000 {
+        bail!("--clients plus --senders above 18000 exceeds this machine's fd limit (20000)");
+    }
+    if args.duration_secs == 0 || args.duration_secs > 600 || args.measure_every == 0 {
+        bail!("--duration-secs must be 1..=600 and --measure-every at least 1");
+    }
+    let base = args.url.trim_end_matches('/').to_string();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let run = unix_ms() / 1000;
+    eprintln!("room: signing up {} senders", args.senders);
+    let mut senders = Vec::new();
+    for chunk in (0..args.senders).collect::<Vec<_>>().chunks(50) {
+        let made = futures_util::future::join_all(chunk.iter().map(|i| make_sender(&http, &base, run, *i))).await;
+        for s in made {
+            senders.push(s?);
+        }
+    }
+
+    let start = Instant::now();
+    let counters = Arc::new(Counters::default());
+    let chat_us = Arc::new(Mutex::new(Vec::new()));
+    let gift_ms = Arc::new(Mutex::new(Vec::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    eprintln!("room: connecting {} clients", args.clients);
+    let mut listeners = tokio::task::JoinSet::new();
+    let connect_deadline = Instant::now() + Duration::from_secs(120);
+    for i in 0..args.clients {
+        let url = ws_url(&base, &args.channel, None);
+        let (c, cu, gm, st) = (Arc::clone(&counters), Arc::clone(&chat_us), Arc::clone(&gift_ms), stop.clone());
+        listeners.spawn(listen(url, i % args.measure_every == 0, start, c, cu, gm, st));
+        // Ramp: a few hundred handshakes at a time.
+        if i % 250 == 249 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if Instant::now() > connect_deadline {
+            bail!("connecting the clients took over 120 s");
+        }
+    }
+    // Sender sockets (chat goes out on them; their inbound is drained).
+    let mut sinks = Vec::new();
+    for s in &senders {
+        let (ws, _) = tokio_tungstenite::connect_async(ws_url(&base, &args.channel, Some(&s.token))).await.context("sender websocket")?;
+        let (sink, mut inbound) = ws.split();
+        let (c, st) = (Arc::clone(&counters), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = st.cancelled() => break,
+                    m = inbound.next() => match m {
+                        Some(Ok(Message::Text(t))) if t.as_str().contains("\"type\":\"error\"") => { c.chat_refused.fetch_add(1, Ordering::Relaxed); }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+        });
+        sinks.push(sink);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let connected_frames = counters.frames.load(Ordering::Relaxed);
+    let ticks = clock_ticks_per_sec();
+    let server_before = args.server_pid.and_then(sample_tree);
+    let bench_before = sample_tree(std::process::id());
+    let measure_start = Instant::now();
+    eprintln!("room: {} s of {} chat/s and {} gifts/s", args.duration_secs, args.chat_per_sec, args.gifts_per_sec);
+
+    // Gifts: a bounded pool of in-flight POSTs on a fixed schedule.
+    let gift_task = {
+        let (http, base, channel, gift, c) = (http.clone(), base.clone(), args.channel.clone(), args.gift.clone(), Arc::clone(&counters));
+        let tokens: Vec<String> = senders.iter().map(|s| s.token.clone()).collect();
+        let (per_sec, secs) = (args.gifts_per_sec, args.duration_secs);
+        tokio::spawn(async move {
+            let total = u64::from(per_sec) * secs;
+            let mut inflight = tokio::task::JoinSet::new();
+            let t0 = Instant::now();
+            for n in 0..total {
+                let due = t0 + Duration::from_secs_f64(n as f64 / f64::from(per_sec.max(1)));
+                tokio::time::sleep_until(due.into()).await;
+                let (http, url, token, c) = (http.clone(), format!("{base}/v1/rooms/{channel}/gifts"), tokens[n as usize % tokens.len()].clone(), Arc::clone(&c));
+                let body = serde_json::json!({ "gift": gift });
+                inflight.spawn(async move {
+                    match post(&http, url, Some(&token), body).await {
+                        Ok(_) => c.gifts_ok.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => c.gifts_failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                });
+                while inflight.len() > 256 {
+                    inflight.join_next().await;
+                }
+            }
+            while inflight.join_next().await.is_some() {}
+        })
+    };
+    // Chat on the schedule, round robin over the senders.
+    let total_chat = u64::from(args.chat_per_sec) * args.duration_secs;
+    let t0 = Instant::now();
+    for n in 0..total_chat {
+        let due = t0 + Duration::from_secs_f64(n as f64 / f64::from(args.chat_per_sec.max(1)));
+        tokio::time::sleep_until(due.into()).await;
+        let sent = start.elapsed().as_micros() as u64;
+        let text = serde_json::json!({ "type": "chat", "text": format!("rb:{sent}") }).to_string();
+        let i = n as usize % sinks.len();
+        if sinks[i].send(Message::Text(text.into())).await.is_ok() {
+            counters.chat_sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let _ = gift_task.await;
+    let elapsed = measure_start.elapsed().as_secs_f64();
+    let server_after = args.server_pid.and_then(sample_tree);
+    let bench_after = sample_tree(std::process::id());
+    // Let the last events arrive, then stop everyone.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let mut connect_errors = 0u64;
+    while let Some(r) = listeners.join_next().await {
+        if !matches!(r, Ok(Ok(()))) {
+            connect_errors += 1;
+        }
+    }
+
+    let measuring = u64::from(args.clients.div_ceil(args.measure_every));
+    let chat = Percentiles::from_samples(&mut chat_us.lock(), 1000.0);
+    let gifts = Percentiles::from_samples(&mut gift_ms.lock(), 1.0);
+    let c = &counters;
+    let load = |o: &AtomicU64| o.load(Ordering::Relaxed);
+    let report = serde_json::json!({
+        "clients": args.clients,
+        "senders": args.senders,
+        "connect_errors": connect_errors,
+        "closed_by_server": load(&c.closed_by_server),
+        "duration_s": elapsed,
+        "chat_sent": load(&c.chat_sent),
+        "chat_refused": load(&c.chat_refused),
+        "gifts_ok": load(&c.gifts_ok),
+        "gifts_failed": load(&c.gifts_failed),
+        "events_expected_per_measuring_client": load(&c.chat_sent) - load(&c.chat_refused) + load(&c.gifts_ok),
+        "chat_events_seen_by_measuring_clients": load(&c.chat_seen),
+        "gift_events_seen_by_measuring_clients": load(&c.gifts_seen),
+        "measuring_clients": measuring,
+        "frames_received_total": load(&c.frames) - connected_frames,
+        "chat_latency_ms": chat,
+        "gift_latency_ms": gifts,
+        "server_cpu_s": cpu_seconds(server_before, server_after, ticks),
+        "server_cpu_percent_of_one_core": cpu_seconds(server_before, server_after, ticks).map(|s| s / elapsed * 100.0),
+        "server_rss_kb_before": server_before.map(|s| s.rss_kb),
+        "server_rss_kb_after": server_after.map(|s| s.rss_kb),
+        "bench_cpu_s": cpu_seconds(bench_before, bench_after, ticks),
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
