@@ -5,20 +5,31 @@
 //! given URLs and prints what the viewers saw and what the server cost;
 //! `compare` runs the same scenario against nginx-rtmp (started here from
 //! `bench/nginx/nginx-rtmp.conf`) and a WeStream server, side by side.
+//! `hls` and `compare-hls` do the same for HLS viewers (nginx-rtmp's HLS
+//! served by nginx against WeStream's).
+//!
+//! Every process the bench starts (nginx, westream, ffmpeg) is stopped by
+//! its PID when the command ends, fails, or is interrupted with Ctrl-C.
 
 mod clock;
 mod compare;
 mod fanout;
 mod flv;
+mod hls;
+mod hls_compare;
+mod http1;
 mod http_flv;
+mod m3u8;
 mod media;
 mod probe;
+mod procs;
 mod procstat;
 mod rtmp;
 mod rtmp_play;
 mod stamp;
 mod stats;
 mod target;
+mod westream;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,6 +57,11 @@ enum Command {
     Fanout(FanoutArgs),
     /// The same scenario against nginx-rtmp (started here) and WeStream.
     Compare(CompareArgs),
+    /// HLS viewers (hls.js-like) against one server's playlist URL.
+    Hls(hls_compare::HlsArgs),
+    /// HLS viewers against nginx-rtmp's HLS served by nginx, then against
+    /// WeStream, in the same run (both started here unless given).
+    CompareHls(hls_compare::CompareHlsArgs),
 }
 
 /// The scenario's shape, shared by both commands.
@@ -201,10 +217,22 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     println!("command: {command_line}");
-    match cli.command {
-        Command::Fanout(args) => runtime.block_on(fanout_command(args)),
-        Command::Compare(args) => runtime.block_on(compare_command(args)),
-    }
+    runtime.block_on(async {
+        let command = async {
+            match cli.command {
+                Command::Fanout(args) => fanout_command(args).await,
+                Command::Compare(args) => compare_command(args).await,
+                Command::Hls(args) => hls_compare::hls_command(args).await,
+                Command::CompareHls(args) => hls_compare::compare_hls_command(args).await,
+            }
+        };
+        // Ctrl-C drops the command's future, and with it the guards of
+        // every process it started.
+        tokio::select! {
+            result = command => result,
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted; stopped the processes this run started")),
+        }
+    })
 }
 
 fn parse_rtmp(url: &str) -> anyhow::Result<RtmpTarget> {
@@ -223,7 +251,7 @@ async fn run_bounded(cfg: FanoutConfig, limit: Duration) -> anyhow::Result<Fanou
         .map_err(|_| anyhow!("{label}: run exceeded its hard timeout of {limit:?}"))?
 }
 
-fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> anyhow::Result<()> {
+pub(crate) fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
 }
