@@ -48,7 +48,9 @@ impl NginxGuard {
         let mut cmd = Command::new(nginx_bin);
         cmd.arg("-p").arg(&dir).arg("-c").arg(&conf_path);
         let mut child = ChildGuard::spawn("nginx", cmd, dir.join("stderr.log"))?;
-        child.wait_listening(SocketAddr::from(([127, 0, 0, 1], rtmp_port)), Duration::from_secs(10))?;
+        for port in [rtmp_port, http_port] {
+            child.wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10))?;
+        }
         Ok(Self { child, dir })
     }
 }

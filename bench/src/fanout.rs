@@ -170,6 +170,7 @@ pub(crate) async fn run(cfg: FanoutConfig) -> anyhow::Result<FanoutReport> {
             (Some(target), true) => tokio::spawn(http_flv::run_player(
                 target.clone(),
                 clock,
+                false,
                 viewer_stop.clone(),
             )),
             _ => tokio::spawn(rtmp::run_player(play.clone(), clock, viewer_stop.clone())),

@@ -535,30 +535,75 @@ pub(crate) fn print_report(r: &HlsReport) {
     }
 }
 
+/// The `(name, other, base)` figures compared between two reports.
+fn ratio_pairs<'a>(base: &'a HlsReport, other: &'a HlsReport) -> Vec<(&'static str, f64, f64)> {
+    let mut pairs: Vec<(&str, f64, f64)> = vec![
+            ("playlist fetch p99", other.playlist_fetch_ms.p99, base.playlist_fetch_ms.p99),
+            ("segment fetch p50", other.segment_fetch_ms.p50, base.segment_fetch_ms.p50),
+        ("segment fetch p99", other.segment_fetch_ms.p99, base.segment_fetch_ms.p99),
+    ];
+    if let (Some(a), Some(b)) = (&other.server, &base.server) {
+        pairs.extend([
+            ("net cpu per 1000 viewers", a.net_cpu_percent_per_1000_viewers, b.net_cpu_percent_per_1000_viewers),
+            ("gross cpu s per GB", a.cpu_seconds_per_gb, b.cpu_seconds_per_gb),
+            ("net cpu per request", a.net_cpu_ms_per_request, b.net_cpu_ms_per_request),
+            ("peak rss", a.rss_peak_kb as f64, b.rss_peak_kb as f64),
+        ]);
+    }
+    pairs
+}
+
 /// Two reports side by side with `other / base` ratios.
 pub(crate) fn print_side_by_side(reports: &[HlsReport]) {
     let labels: Vec<&str> = reports.iter().map(|r| r.label.as_str()).collect();
     let columns: Vec<Vec<(&'static str, String)>> = reports.iter().map(rows).collect();
     crate::compare::print_columns(&labels, &columns, &["url", "error samples"]);
     if let [base, other] = reports {
-        let mut pairs: Vec<(&str, f64, f64)> = vec![
-            ("playlist fetch p99", other.playlist_fetch_ms.p99, base.playlist_fetch_ms.p99),
-            ("segment fetch p50", other.segment_fetch_ms.p50, base.segment_fetch_ms.p50),
-            ("segment fetch p99", other.segment_fetch_ms.p99, base.segment_fetch_ms.p99),
-        ];
-        if let (Some(a), Some(b)) = (&other.server, &base.server) {
-            pairs.extend([
-                ("net cpu per 1000 viewers", a.net_cpu_percent_per_1000_viewers, b.net_cpu_percent_per_1000_viewers),
-                ("gross cpu s per GB", a.cpu_seconds_per_gb, b.cpu_seconds_per_gb),
-                ("net cpu per request", a.net_cpu_ms_per_request, b.net_cpu_ms_per_request),
-                ("peak rss", a.rss_peak_kb as f64, b.rss_peak_kb as f64),
-            ]);
-        }
-        crate::compare::print_ratios(&other.label, &base.label, &pairs);
+        crate::compare::print_ratios(&other.label, &base.label, &ratio_pairs(base, other));
         println!(
             "  {:<28} {:.2}x (higher is better)",
             "requests per s",
             other.requests_per_sec / base.requests_per_sec.max(1e-9)
         );
+    }
+}
+
+/// The ratios of every `[base, other]` pair and their geometric mean.
+pub(crate) fn print_pair_summary(pairs: &[[HlsReport; 2]]) {
+    let Some([b0, o0]) = pairs.first() else {
+        return;
+    };
+    println!();
+    println!("### {} / {} over {} pairs (per pair, then geometric mean)", o0.label, b0.label, pairs.len());
+    let per_pair: Vec<Vec<(&str, f64, f64)>> = pairs.iter().map(|[b, o]| ratio_pairs(b, o)).collect();
+    for (i, (name, _, _)) in per_pair[0].iter().enumerate() {
+        let ratios: Vec<f64> = per_pair
+            .iter()
+            .filter_map(|p| p.get(i))
+            .filter(|(_, _, b)| *b > 0.0)
+            .map(|(_, a, b)| a / b)
+            .collect();
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}x")).collect();
+        let mean = geometric_mean(&ratios);
+        println!("  {name:<28} {:<40} mean {}", shown.join(" "), mean.map_or("-".into(), |m| format!("{m:.2}x")));
+    }
+}
+
+/// Geometric mean of positive ratios; `None` when there are none.
+pub(crate) fn geometric_mean(ratios: &[f64]) -> Option<f64> {
+    let logs: Vec<f64> = ratios.iter().filter(|r| **r > 0.0).map(|r| r.ln()).collect();
+    (!logs.is_empty()).then(|| (logs.iter().sum::<f64>() / logs.len() as f64).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_average_geometrically() {
+        let m = geometric_mean(&[0.5, 2.0]).expect("two ratios");
+        assert!((m - 1.0).abs() < 1e-12);
+        assert_eq!(geometric_mean(&[]), None);
+        assert_eq!(geometric_mean(&[0.0]), None);
     }
 }

@@ -13,8 +13,9 @@ use clap::Args;
 
 use crate::compare::NginxGuard;
 use crate::hls::{self, HlsReport, HlsRunConfig};
-use crate::procs::{ensure_clip, fresh_dir, spawn_publisher, ClipSpec};
+use crate::procs::{ensure_clip, fresh_dir, spawn_publisher, tcp_port, udp_port, ClipSpec};
 use crate::target::{HttpTarget, RtmpTarget};
+use crate::ShapeArgs;
 use crate::westream::{default_binary, repo_root, WestreamNode};
 
 /// The viewers, the clip and the timing, shared by both commands.
@@ -38,15 +39,9 @@ pub(crate) struct HlsScenarioArgs {
     /// Segments the playlist must list before viewers start.
     #[arg(long, default_value_t = 3)]
     min_segments: usize,
-    /// Clip bitrate, video plus 128 kb/s AAC.
-    #[arg(long, default_value_t = 2500)]
-    bitrate_kbps: u64,
-    /// Clip frame rate.
-    #[arg(long, default_value_t = 30)]
-    fps: u32,
-    /// Frames per GOP (60 at 30 fps: a keyframe every 2 s, one per segment).
-    #[arg(long, default_value_t = 60)]
-    gop_frames: u32,
+    /// The clip (its audio is 128 kb/s AAC).
+    #[command(flatten)]
+    shape: ShapeArgs,
     /// Clip width and height.
     #[arg(long, default_value = "1280x720")]
     size: String,
@@ -78,9 +73,9 @@ impl HlsScenarioArgs {
         Ok(ClipSpec {
             width: w,
             height: h,
-            fps: self.fps,
-            gop_frames: self.gop_frames,
-            bitrate_kbps: self.bitrate_kbps,
+            fps: self.shape.fps,
+            gop_frames: self.shape.gop_frames,
+            bitrate_kbps: self.shape.bitrate_kbps,
             seconds: 20,
         })
     }
@@ -140,10 +135,12 @@ pub(crate) struct CompareHlsArgs {
     /// nginx config template with `hls on`.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/nginx/nginx-rtmp-hls.conf"))]
     nginx_conf: PathBuf,
-    #[arg(long, default_value_t = 19350)]
-    nginx_rtmp_port: u16,
-    #[arg(long, default_value_t = 18080)]
-    nginx_http_port: u16,
+    /// Default: a free port.
+    #[arg(long)]
+    nginx_rtmp_port: Option<u16>,
+    /// Default: a free port.
+    #[arg(long)]
+    nginx_http_port: Option<u16>,
     /// A running WeStream's playlist URL; without it the bench starts
     /// `westream serve` itself (see --westream-bin).
     #[arg(long)]
@@ -160,16 +157,22 @@ pub(crate) struct CompareHlsArgs {
     /// Its config (publishes with key demo-key, plays channel demo).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/dev.toml"))]
     westream_config: PathBuf,
-    #[arg(long, default_value_t = 19360)]
-    westream_rtmp_port: u16,
-    #[arg(long, default_value_t = 18090)]
-    westream_http_port: u16,
-    /// UDP port of the started server's relay.
-    #[arg(long, default_value_t = 14433)]
-    westream_relay_port: u16,
-    /// Run WeStream first (to see whether order matters).
+    /// Default: a free port.
+    #[arg(long)]
+    westream_rtmp_port: Option<u16>,
+    /// Default: a free port.
+    #[arg(long)]
+    westream_http_port: Option<u16>,
+    /// UDP port of the started server's relay. Default: a free port.
+    #[arg(long)]
+    westream_relay_port: Option<u16>,
+    /// Run WeStream first in the first pair (to see whether order matters).
     #[arg(long)]
     westream_first: bool,
+    /// Pairs of runs; the order alternates from pair to pair (ABBA), and the
+    /// ratios are summarised over the pairs.
+    #[arg(long, default_value_t = 1)]
+    pairs: u32,
     /// Seconds between the two rounds.
     #[arg(long, default_value_t = 3)]
     pause_secs: u64,
@@ -231,10 +234,11 @@ pub(crate) async fn hls_command(args: HlsArgs) -> anyhow::Result<()> {
 }
 
 async fn nginx_round(args: &CompareHlsArgs, clip: &std::path::Path) -> anyhow::Result<HlsReport> {
-    let nginx = NginxGuard::start(&args.nginx_bin, &args.nginx_conf, args.nginx_rtmp_port, args.nginx_http_port)?;
+    let (rtmp_port, http_port) = (tcp_port(args.nginx_rtmp_port)?, tcp_port(args.nginx_http_port)?);
+    let nginx = NginxGuard::start(&args.nginx_bin, &args.nginx_conf, rtmp_port, http_port)?;
     eprintln!("[nginx-rtmp] started pid {} in {}", nginx.pid(), nginx.dir().display());
-    let url = format!("http://127.0.0.1:{}/hls/demo.m3u8", args.nginx_http_port);
-    let publish = format!("rtmp://127.0.0.1:{}/live/demo", args.nginx_rtmp_port);
+    let url = format!("http://127.0.0.1:{http_port}/hls/demo.m3u8");
+    let publish = format!("rtmp://127.0.0.1:{rtmp_port}/live/demo");
     round(&args.scenario, clip, "nginx-rtmp", &url, Some(&publish), Some(nginx.pid())).await
 }
 
@@ -248,13 +252,14 @@ async fn westream_round(args: &CompareHlsArgs, clip: &std::path::Path) -> anyhow
     } else {
         repo_root().join(&args.westream_config)
     };
+    let http_port = tcp_port(args.westream_http_port)?;
     let node = WestreamNode::serve(
         &binary,
         &config,
-        &format!("westream-{}", args.westream_http_port),
-        loopback(args.westream_rtmp_port),
-        loopback(args.westream_http_port),
-        Some(loopback(args.westream_relay_port)),
+        &format!("westream-{http_port}"),
+        loopback(tcp_port(args.westream_rtmp_port)?),
+        loopback(http_port),
+        Some(loopback(udp_port(args.westream_relay_port)?)),
     )?;
     eprintln!("[westream] started pid {} in {}", node.pid(), node.dir.display());
     let url = format!("http://{}/live/demo/index.m3u8", node.http);
@@ -265,25 +270,46 @@ async fn westream_round(args: &CompareHlsArgs, clip: &std::path::Path) -> anyhow
 pub(crate) async fn compare_hls_command(args: CompareHlsArgs) -> anyhow::Result<()> {
     let s = &args.scenario;
     s.validate()?;
+    if !(1..=10).contains(&args.pairs) {
+        anyhow::bail!("--pairs must be 1..=10");
+    }
     let clip = ensure_clip(&s.clip()?, &s.ffmpeg)?;
     let pause = Duration::from_secs(args.pause_secs.min(60));
-    let (nginx, westream) = if args.westream_first {
-        let w = westream_round(&args, &clip).await?;
-        tokio::time::sleep(pause).await;
-        (nginx_round(&args, &clip).await?, w)
-    } else {
-        let n = nginx_round(&args, &clip).await?;
-        tokio::time::sleep(pause).await;
-        (n, westream_round(&args, &clip).await?)
-    };
-    let reports = [nginx, westream];
-    for r in &reports {
-        hls::print_report(r);
+    let mut pairs: Vec<[HlsReport; 2]> = Vec::new();
+    for i in 0..args.pairs {
+        if i > 0 {
+            tokio::time::sleep(pause).await;
+        }
+        let westream_first = args.westream_first != (i % 2 == 1);
+        let (nginx, westream) = if westream_first {
+            let w = westream_round(&args, &clip).await?;
+            tokio::time::sleep(pause).await;
+            (nginx_round(&args, &clip).await?, w)
+        } else {
+            let n = nginx_round(&args, &clip).await?;
+            tokio::time::sleep(pause).await;
+            (n, westream_round(&args, &clip).await?)
+        };
+        let pair = [nginx, westream];
+        println!();
+        println!(
+            "### pair {} of {} ({} first)",
+            i + 1,
+            args.pairs,
+            if westream_first { "westream" } else { "nginx-rtmp" }
+        );
+        for r in &pair {
+            hls::print_report(r);
+        }
+        println!();
+        hls::print_side_by_side(&pair);
+        pairs.push(pair);
     }
-    println!();
-    hls::print_side_by_side(&reports);
+    if pairs.len() > 1 {
+        hls::print_pair_summary(&pairs);
+    }
     if let Some(path) = &args.json_out {
-        crate::write_json(path, &reports)?;
+        crate::write_json(path, &pairs)?;
     }
     Ok(())
 }

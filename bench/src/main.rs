@@ -13,6 +13,7 @@
 
 mod clock;
 mod compare;
+mod edge;
 mod fanout;
 mod flv;
 mod hls;
@@ -62,6 +63,24 @@ enum Command {
     /// HLS viewers against nginx-rtmp's HLS served by nginx, then against
     /// WeStream, in the same run (both started here unless given).
     CompareHls(hls_compare::CompareHlsArgs),
+    /// An origin and an edge started here: cold time-to-first-frame at the
+    /// edge, added latency origin -> edge, viewers per edge core.
+    Edge(edge::EdgeArgs),
+}
+
+/// A stream's shape: the stamped publisher's, or the HLS clip's.
+#[derive(Args, Debug, Clone, Copy)]
+pub(crate) struct ShapeArgs {
+    /// Total stream bitrate, video plus audio.
+    #[arg(long, default_value_t = 2500)]
+    pub(crate) bitrate_kbps: u64,
+    /// Video frames per second.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) fps: u32,
+    /// Video frames per GOP (a keyframe every this many frames; 60 at 30 fps
+    /// is one per 2 s HLS segment).
+    #[arg(long, default_value_t = 60)]
+    pub(crate) gop_frames: u32,
 }
 
 /// The scenario's shape, shared by both commands.
@@ -73,15 +92,8 @@ struct ScenarioArgs {
     /// HTTP-FLV players (need an FLV URL).
     #[arg(long, default_value_t = 0)]
     flv_viewers: u32,
-    /// Total stream bitrate, video plus audio.
-    #[arg(long, default_value_t = 2500)]
-    bitrate_kbps: u64,
-    /// Video frames per second.
-    #[arg(long, default_value_t = 30)]
-    fps: u32,
-    /// Video frames per GOP (a keyframe every this many frames).
-    #[arg(long, default_value_t = 60)]
-    gop_frames: u32,
+    #[command(flatten)]
+    shape: ShapeArgs,
     /// Measured window: from the first viewer's start to the end of publishing.
     #[arg(long, default_value_t = 20)]
     duration_secs: u64,
@@ -133,9 +145,9 @@ impl ScenarioArgs {
             flv,
             viewers: self.viewers,
             flv_viewers: self.flv_viewers,
-            bitrate_kbps: self.bitrate_kbps,
-            fps: self.fps,
-            gop_frames: self.gop_frames,
+            bitrate_kbps: self.shape.bitrate_kbps,
+            fps: self.shape.fps,
+            gop_frames: self.shape.gop_frames,
             duration_secs: self.duration_secs,
             warmup_secs: self.warmup_secs,
             ramp_per_sec: self.ramp_per_sec,
@@ -224,6 +236,7 @@ fn main() -> anyhow::Result<()> {
                 Command::Compare(args) => compare_command(args).await,
                 Command::Hls(args) => hls_compare::hls_command(args).await,
                 Command::CompareHls(args) => hls_compare::compare_hls_command(args).await,
+                Command::Edge(args) => edge::edge_command(args).await,
             }
         };
         // Ctrl-C drops the command's future, and with it the guards of

@@ -109,6 +109,22 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A loopback TCP port: `wanted` if it is free, else an error; with no
+/// wish, one the kernel picks. Other people's servers run on this machine
+/// too, so a port is never assumed free.
+pub(crate) fn tcp_port(wanted: Option<u16>) -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", wanted.unwrap_or(0)))
+        .with_context(|| format!("TCP port {} on 127.0.0.1 is in use", wanted.unwrap_or(0)))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The same for a UDP port (the QUIC relay).
+pub(crate) fn udp_port(wanted: Option<u16>) -> anyhow::Result<u16> {
+    let socket = std::net::UdpSocket::bind(("127.0.0.1", wanted.unwrap_or(0)))
+        .with_context(|| format!("UDP port {} on 127.0.0.1 is in use", wanted.unwrap_or(0)))?;
+    Ok(socket.local_addr()?.port())
+}
+
 /// A fresh, empty temp dir for one child (`westream-bench-{what}-{our pid}`).
 pub(crate) fn fresh_dir(what: &str) -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("westream-bench-{what}-{}", std::process::id()));

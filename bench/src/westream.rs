@@ -36,6 +36,8 @@ pub(crate) struct WestreamNode {
     pub(crate) dir: PathBuf,
     pub(crate) rtmp: SocketAddr,
     pub(crate) http: SocketAddr,
+    /// The QUIC relay's UDP address, when this is an origin started with one.
+    pub(crate) relay: Option<SocketAddr>,
 }
 
 impl WestreamNode {
@@ -57,7 +59,9 @@ impl WestreamNode {
         if let Some(relay) = relay {
             extra = vec!["--relay-listen".to_string(), relay.to_string()];
         }
-        Self::start(binary, "serve", config, name, rtmp, http, &extra)
+        let mut node = Self::start(binary, "serve", config, name, rtmp, http, &extra)?;
+        node.relay = relay;
+        Ok(node)
     }
 
     /// `westream edge --config CONFIG --control URL`.
@@ -96,7 +100,7 @@ impl WestreamNode {
         let mut child = ChildGuard::spawn(&format!("westream {role} ({name})"), cmd, dir.join("stderr.log"))
             .with_context(|| format!("start {}", binary.display()))?;
         child.wait_listening(http, Duration::from_secs(30))?;
-        Ok(Self { child, dir, rtmp, http })
+        Ok(Self { child, dir, rtmp, http, relay: None })
     }
 
     /// The relay certificate's fingerprint the origin writes under its data
