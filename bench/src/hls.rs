@@ -51,6 +51,9 @@ pub(crate) struct HlsRunConfig {
     pub(crate) idle_secs: u64,
     /// Socket read buffer per viewer.
     pub(crate) read_buf_bytes: usize,
+    /// Reload the playlist at this fixed interval instead of hls.js's rule,
+    /// so that servers whose target durations differ get the same requests.
+    pub(crate) fixed_reload: Option<Duration>,
     pub(crate) server_pid: Option<u32>,
 }
 
@@ -205,16 +208,21 @@ fn micros(d: Duration) -> u32 {
 }
 
 /// One viewer until `stop`.
-async fn run_viewer(url: Arc<HttpTarget>, read_buf: usize, mut stop: watch::Receiver<bool>) -> HlsProbe {
+async fn run_viewer(
+    url: Arc<HttpTarget>,
+    read_buf: usize,
+    fixed_reload: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+) -> HlsProbe {
     let mut probe = HlsProbe::default();
     tokio::select! {
-        () = view(&url, read_buf, &mut probe) => {}
+        () = view(&url, read_buf, fixed_reload, &mut probe) => {}
         _ = stop.wait_for(|s| *s) => {}
     }
     probe
 }
 
-async fn view(url: &HttpTarget, read_buf: usize, probe: &mut HlsProbe) {
+async fn view(url: &HttpTarget, read_buf: usize, fixed_reload: Option<Duration>, probe: &mut HlsProbe) {
     let mut conn: Option<Http1Conn> = None;
     let mut media_path: Option<String> = None;
     // The next segment to fetch; None until the first playlist.
@@ -308,7 +316,7 @@ async fn view(url: &HttpTarget, read_buf: usize, probe: &mut HlsProbe) {
             continue;
         }
         let target = Duration::from_secs_f64(playlist.target_duration_s.clamp(0.5, 30.0));
-        let wait = if updated { target } else { target / 2 };
+        let wait = fixed_reload.unwrap_or(if updated { target } else { target / 2 });
         tokio::time::sleep_until(loaded_at + wait.max(Duration::from_millis(100))).await;
     }
 }
@@ -346,7 +354,12 @@ pub(crate) async fn run(cfg: HlsRunConfig) -> anyhow::Result<HlsReport> {
             break;
         }
         tokio::time::sleep_until(clock.instant_at(at)).await;
-        viewers.push(tokio::spawn(run_viewer(url.clone(), cfg.read_buf_bytes, stop.clone())));
+        viewers.push(tokio::spawn(run_viewer(
+            url.clone(),
+            cfg.read_buf_bytes,
+            cfg.fixed_reload,
+            stop.clone(),
+        )));
     }
     let started = viewers.len() as u32;
     tokio::time::sleep_until(clock.instant_at(window_end)).await;

@@ -36,6 +36,11 @@ pub(crate) struct HlsScenarioArgs {
     /// Socket read buffer per viewer, KiB.
     #[arg(long, default_value_t = 64)]
     read_buf_kb: usize,
+    /// Reload the playlist every this many ms instead of hls.js's rule
+    /// (target duration after an update, half of it otherwise), so servers
+    /// with different target durations get the same request mix.
+    #[arg(long)]
+    fixed_reload_ms: Option<u64>,
     /// Segments the playlist must list before viewers start.
     #[arg(long, default_value_t = 3)]
     min_segments: usize,
@@ -99,6 +104,7 @@ impl HlsScenarioArgs {
             ramp_per_sec: self.ramp_per_sec,
             idle_secs: self.idle_secs,
             read_buf_bytes: self.read_buf_kb * 1024,
+            fixed_reload: self.fixed_reload_ms.map(|ms| Duration::from_millis(ms.clamp(100, 30_000))),
             server_pid,
         }
     }
