@@ -5,32 +5,34 @@
 //! error (the guard's `Drop`).
 
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use crate::fanout::{rows, FanoutReport};
+use crate::procs::{fresh_dir, render, ChildGuard};
 
 /// A running nginx; stopped (SIGTERM, then SIGKILL) when dropped.
 pub(crate) struct NginxGuard {
-    child: Child,
+    child: ChildGuard,
     dir: PathBuf,
 }
 
 impl NginxGuard {
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Renders `template` into a fresh temp dir and starts nginx on it,
-    /// waiting until the RTMP port accepts connections.
+    /// Renders `template` into a fresh temp dir (with an `hls/` dir for
+    /// templates that write HLS there) and starts nginx on it, waiting until
+    /// the RTMP port accepts connections.
     pub(crate) fn start(
         nginx_bin: &Path,
         template: &Path,
@@ -39,79 +41,33 @@ impl NginxGuard {
     ) -> anyhow::Result<Self> {
         let text = fs::read_to_string(template)
             .with_context(|| format!("read nginx config template {}", template.display()))?;
-        let dir = std::env::temp_dir().join(format!(
-            "westream-bench-nginx-{}-{}",
-            std::process::id(),
-            rtmp_port
-        ));
-        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        let conf = render_config(&text, &dir, rtmp_port, http_port);
+        let dir = fresh_dir(&format!("nginx-{rtmp_port}"))?;
+        fs::create_dir_all(dir.join("hls"))?;
         let conf_path = dir.join("nginx.conf");
-        fs::write(&conf_path, conf)?;
-        let log = fs::File::create(dir.join("stderr.log"))?;
-        let child = Command::new(nginx_bin)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("start {}", nginx_bin.display()))?;
-        let mut guard = Self { child, dir };
-        let addr = SocketAddr::from(([127, 0, 0, 1], rtmp_port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = guard.child.try_wait()? {
-                let log = fs::read_to_string(guard.dir.join("stderr.log")).unwrap_or_default();
-                bail!("nginx exited at start ({status}): {log}");
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("nginx did not listen on {addr} within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        fs::write(&conf_path, render_config(&text, &dir, rtmp_port, http_port))?;
+        let mut cmd = Command::new(nginx_bin);
+        cmd.arg("-p").arg(&dir).arg("-c").arg(&conf_path);
+        let mut child = ChildGuard::spawn("nginx", cmd, dir.join("stderr.log"))?;
+        for port in [rtmp_port, http_port] {
+            child.wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10))?;
         }
-        Ok(guard)
-    }
-
-    fn stop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let pid = self.child.id().to_string();
-        // SIGTERM: nginx's fast shutdown, master stops its workers.
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for NginxGuard {
-    fn drop(&mut self) {
-        self.stop();
+        Ok(Self { child, dir })
     }
 }
 
 /// Substitutes the template's placeholders.
 pub(crate) fn render_config(template: &str, dir: &Path, rtmp_port: u16, http_port: u16) -> String {
-    template
-        .replace("@PREFIX@", &dir.display().to_string())
-        .replace("@RTMP_PORT@", &rtmp_port.to_string())
-        .replace("@HTTP_PORT@", &http_port.to_string())
+    render(
+        template,
+        &[
+            ("PREFIX", dir.display().to_string()),
+            ("RTMP_PORT", rtmp_port.to_string()),
+            ("HTTP_PORT", http_port.to_string()),
+        ],
+    )
 }
 
-fn ratio(a: f64, b: f64) -> String {
+pub(crate) fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 && a.is_finite() {
         format!("{:.2}x", a / b)
     } else {
@@ -119,61 +75,59 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-/// Prints reports side by side, with `later / first` ratios on the key
-/// figures when there are two.
-pub(crate) fn print_side_by_side(reports: &[FanoutReport]) {
-    if reports.is_empty() {
+/// Prints report columns side by side (rows named in `skip` left out).
+pub(crate) fn print_columns(labels: &[&str], columns: &[Vec<(&'static str, String)>], skip: &[&str]) {
+    let Some(first) = columns.first() else {
         return;
-    }
-    let columns: Vec<Vec<(&'static str, String)>> = reports.iter().map(rows).collect();
+    };
     print!("{:<28}", "metric");
-    for r in reports {
-        print!(" | {:<34}", r.label);
+    for label in labels {
+        print!(" | {label:<34}");
     }
     println!();
-    for (i, (name, _)) in columns[0].iter().enumerate() {
-        if *name == "publish url" || *name == "play url" || *name == "error samples" {
+    for (i, (name, _)) in first.iter().enumerate() {
+        if skip.contains(name) {
             continue;
         }
         print!("{name:<28}");
-        for col in &columns {
+        for col in columns {
             let value = col.get(i).map_or("", |(_, v)| v.as_str());
             print!(" | {value:<34}");
         }
         println!();
     }
+}
+
+/// Prints `(name, later, first)` pairs as `later / first` ratios.
+pub(crate) fn print_ratios(later: &str, first: &str, pairs: &[(&str, f64, f64)]) {
+    println!();
+    println!("ratios {later} / {first} (lower is better for all):");
+    for (name, a, b) in pairs {
+        println!("  {name:<28} {}", ratio(*a, *b));
+    }
+}
+
+/// Prints fan-out reports side by side, with `later / first` ratios on the
+/// key figures when there are two.
+pub(crate) fn print_side_by_side(reports: &[FanoutReport]) {
+    let labels: Vec<&str> = reports.iter().map(|r| r.label.as_str()).collect();
+    let columns: Vec<Vec<(&'static str, String)>> = reports.iter().map(rows).collect();
+    print_columns(&labels, &columns, &["publish url", "play url", "error samples"]);
     if let [base, other] = reports {
-        println!();
-        println!(
-            "ratios {} / {} (lower is better for all):",
-            other.label, base.label
-        );
-        let pairs: Vec<(&str, f64, f64)> = vec![
+        let mut pairs: Vec<(&str, f64, f64)> = vec![
             ("startup p50", other.startup_ms.p50, base.startup_ms.p50),
             ("startup p99", other.startup_ms.p99, base.startup_ms.p99),
             ("latency p50", other.latency_ms.p50, base.latency_ms.p50),
             ("latency p99", other.latency_ms.p99, base.latency_ms.p99),
         ];
-        for (name, a, b) in pairs {
-            println!("  {name:<24} {}", ratio(a, b));
-        }
         if let (Some(a), Some(b)) = (&other.server, &base.server) {
-            println!(
-                "  {:<24} {}",
-                "cpu s per GB",
-                ratio(a.cpu_seconds_per_gb, b.cpu_seconds_per_gb)
-            );
-            println!(
-                "  {:<24} {}",
-                "KB per viewer",
-                ratio(a.kb_per_viewer, b.kb_per_viewer)
-            );
-            println!(
-                "  {:<24} {}",
-                "peak rss",
-                ratio(a.rss_peak_kb as f64, b.rss_peak_kb as f64)
-            );
+            pairs.extend([
+                ("cpu s per GB", a.cpu_seconds_per_gb, b.cpu_seconds_per_gb),
+                ("KB per viewer", a.kb_per_viewer, b.kb_per_viewer),
+                ("peak rss", a.rss_peak_kb as f64, b.rss_peak_kb as f64),
+            ]);
         }
+        print_ratios(&other.label, &base.label, &pairs);
     }
 }
 
@@ -190,6 +144,16 @@ mod tests {
         assert!(out.contains("listen 127.0.0.1:18080;"));
         assert!(out.contains("load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;"));
         assert!(out.contains("pid /tmp/x/nginx.pid;"));
+    }
+
+    #[test]
+    fn the_hls_config_renders_with_its_hls_path_under_the_prefix() {
+        let template = include_str!("../nginx/nginx-rtmp-hls.conf");
+        let out = render_config(template, Path::new("/tmp/x"), 19350, 18080);
+        assert!(!out.contains('@'), "placeholder left in:\n{out}");
+        assert!(out.contains("hls_path /tmp/x/hls;"));
+        assert!(out.contains("hls_fragment 2s;"));
+        assert!(out.contains("root /tmp/x;"), "/hls/... must map to the hls_path");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::http_flv;
 use crate::media::{FrameFactory, StreamShape};
 use crate::probe::ViewerProbe;
-use crate::procstat::{clock_ticks_per_sec, sample_tree, ProcSample};
+use crate::procstat::{clock_ticks_per_sec, cpu_seconds_between, sample_tree, ServerMeter};
 use crate::rtmp;
 use crate::stats::Percentiles;
 use crate::target::{HttpTarget, RtmpTarget};
@@ -97,13 +97,6 @@ pub(crate) struct FanoutReport {
     pub(crate) server: Option<ServerReport>,
 }
 
-fn cpu_seconds(before: Option<ProcSample>, after: Option<ProcSample>, ticks_per_sec: u64) -> f64 {
-    match (before, after) {
-        (Some(b), Some(a)) => a.cpu_ticks.saturating_sub(b.cpu_ticks) as f64 / ticks_per_sec as f64,
-        _ => 0.0,
-    }
-}
-
 /// Runs the scenario; the caller bounds it with a timeout as well.
 pub(crate) async fn run(cfg: FanoutConfig) -> anyhow::Result<FanoutReport> {
     let shape =
@@ -141,33 +134,8 @@ pub(crate) async fn run(cfg: FanoutConfig) -> anyhow::Result<FanoutReport> {
     tokio::time::sleep(Duration::from_secs(cfg.warmup_secs)).await;
 
     // The measured window starts here.
-    let server_before = cfg.server_pid.and_then(sample_tree);
-    if let Some(pid) = cfg.server_pid {
-        if server_before.is_none() {
-            eprintln!(
-                "[{}] warning: server pid {pid} not found in /proc",
-                cfg.label
-            );
-        }
-    }
+    let meter = cfg.server_pid.and_then(ServerMeter::start);
     let window_start = clock.now_us();
-    let (sampler_stop_tx, mut sampler_stop) = watch::channel(false);
-    let sampler = cfg.server_pid.map(|pid| {
-        tokio::spawn(async move {
-            let mut peak = 0u64;
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        if let Some(s) = sample_tree(pid) {
-                            peak = peak.max(s.rss_kb);
-                        }
-                    }
-                    _ = sampler_stop.wait_for(|s| *s) => return peak,
-                }
-            }
-        })
-    });
 
     let (viewer_stop_tx, viewer_stop) = watch::channel(false);
     let play = Arc::new(cfg.play.clone());
@@ -202,6 +170,7 @@ pub(crate) async fn run(cfg: FanoutConfig) -> anyhow::Result<FanoutReport> {
             (Some(target), true) => tokio::spawn(http_flv::run_player(
                 target.clone(),
                 clock,
+                false,
                 viewer_stop.clone(),
             )),
             _ => tokio::spawn(rtmp::run_player(play.clone(), clock, viewer_stop.clone())),
@@ -212,7 +181,10 @@ pub(crate) async fn run(cfg: FanoutConfig) -> anyhow::Result<FanoutReport> {
     tokio::time::sleep_until(clock.instant_at(window_end)).await;
 
     // End of the measured window.
-    let server_after = cfg.server_pid.and_then(sample_tree);
+    let usage = match meter {
+        Some(m) => m.finish().await,
+        None => None,
+    };
     let window_seconds = (clock.now_us() - window_start) as f64 / 1e6;
     let _ = publisher_stop_tx.send(true);
     let publish_stats = match tokio::time::timeout(Duration::from_secs(5), publisher).await {
@@ -223,15 +195,6 @@ pub(crate) async fn run(cfg: FanoutConfig) -> anyhow::Result<FanoutReport> {
     };
     tokio::time::sleep(Duration::from_millis(cfg.drain_ms)).await;
     let _ = viewer_stop_tx.send(true);
-    let _ = sampler_stop_tx.send(true);
-    let rss_peak_sampled = match sampler {
-        Some(handle) => tokio::time::timeout(Duration::from_secs(2), handle)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(0),
-        None => 0,
-    };
     let mut probes = Vec::with_capacity(started);
     let join_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     for handle in viewers {
@@ -265,25 +228,18 @@ pub(crate) async fn run(cfg: FanoutConfig) -> anyhow::Result<FanoutReport> {
     }
     let bytes_delivered: u64 = probes.iter().map(|p| p.bytes).sum();
     let receiving = probes.iter().filter(|p| p.first_video_us.is_some()).count() as u32;
-    let server = match (cfg.server_pid, server_before, server_after) {
-        (Some(pid), Some(before), Some(after)) => {
-            let cpu = cpu_seconds(Some(before), Some(after), ticks);
-            let peak = rss_peak_sampled.max(after.rss_kb);
-            Some(ServerReport {
-                pid,
-                processes: after.processes,
-                cpu_seconds: cpu,
-                cpu_percent_of_core: 100.0 * cpu / window_seconds.max(1e-9),
-                rss_before_kb: before.rss_kb,
-                rss_peak_kb: peak,
-                hwm_end_kb: after.hwm_kb,
-                kb_per_viewer: peak.saturating_sub(before.rss_kb) as f64
-                    / f64::from(receiving.max(1)),
-                cpu_seconds_per_gb: cpu / (bytes_delivered as f64 / 1e9).max(1e-9),
-            })
-        }
-        _ => None,
-    };
+    let server = usage.map(|u| ServerReport {
+        pid: u.pid,
+        processes: u.processes,
+        cpu_seconds: u.cpu_seconds,
+        cpu_percent_of_core: 100.0 * u.cpu_seconds / window_seconds.max(1e-9),
+        rss_before_kb: u.rss_before_kb,
+        rss_peak_kb: u.rss_peak_kb,
+        hwm_end_kb: u.hwm_end_kb,
+        kb_per_viewer: u.rss_peak_kb.saturating_sub(u.rss_before_kb) as f64
+            / f64::from(receiving.max(1)),
+        cpu_seconds_per_gb: u.cpu_seconds / (bytes_delivered as f64 / 1e9).max(1e-9),
+    });
     Ok(FanoutReport {
         label: cfg.label.clone(),
         publish_url: format!("{}/{}", cfg.publish.tc_url, cfg.publish.stream),
@@ -316,7 +272,7 @@ pub(crate) async fn run(cfg: FanoutConfig) -> anyhow::Result<FanoutReport> {
         bytes_delivered,
         window_seconds,
         delivered_mbit_per_sec: bytes_delivered as f64 * 8.0 / 1e6 / window_seconds.max(1e-9),
-        bench_cpu_seconds: cpu_seconds(bench_before, bench_after, ticks),
+        bench_cpu_seconds: cpu_seconds_between(bench_before, bench_after, ticks),
         server,
     })
 }

@@ -22,15 +22,20 @@ use crate::target::HttpTarget;
 // The kept prefix of a tag must reach past the video stamp.
 const _: () = assert!(TAG_PREFIX_LEN >= VIDEO_STAMP_OFFSET + STAMP_LEN);
 
-/// Plays `target` until `stop` turns true, measuring into the returned probe.
+/// Plays `target` until `stop` turns true, measuring into the returned
+/// probe (with every video frame's arrival time when `record_arrivals`).
 pub(crate) async fn run_player(
     target: Arc<HttpTarget>,
     clock: Clock,
+    record_arrivals: bool,
     mut stop: watch::Receiver<bool>,
 ) -> ViewerProbe {
     let mut probe = ViewerProbe::new(clock.now_us());
+    if record_arrivals {
+        probe.video_arrivals = Some(Vec::new());
+    }
     let result = tokio::select! {
-        r = play(&target, clock, &mut probe) => r,
+        r = play(&target, clock, &mut probe, false) => r,
         _ = stop.wait_for(|s| *s) => Ok(()),
     };
     if let Err(e) = result {
@@ -39,7 +44,20 @@ pub(crate) async fn run_player(
     probe
 }
 
-async fn play(target: &HttpTarget, clock: Clock, probe: &mut ViewerProbe) -> anyhow::Result<()> {
+/// Connects, plays until the first video keyframe and hangs up; the probe's
+/// startup is the time to that keyframe.
+pub(crate) async fn first_keyframe(target: &HttpTarget, clock: Clock) -> anyhow::Result<ViewerProbe> {
+    let mut probe = ViewerProbe::new(clock.now_us());
+    play(target, clock, &mut probe, true).await?;
+    Ok(probe)
+}
+
+async fn play(
+    target: &HttpTarget,
+    clock: Clock,
+    probe: &mut ViewerProbe,
+    until_keyframe: bool,
+) -> anyhow::Result<()> {
     let stream = TcpStream::connect(target.addr)
         .await
         .with_context(|| format!("connect {}", target.addr))?;
@@ -70,6 +88,9 @@ async fn play(target: &HttpTarget, clock: Clock, probe: &mut ViewerProbe) -> any
                 TAG_AUDIO => probe.handle_audio(tag.prefix(), now),
                 _ => {}
             })?;
+            if until_keyframe && probe.first_key_seq.is_some() {
+                return Ok(());
+            }
         }
         bail!("server ended the stream")
     };

@@ -5,14 +5,25 @@
 //! given URLs and prints what the viewers saw and what the server cost;
 //! `compare` runs the same scenario against nginx-rtmp (started here from
 //! `bench/nginx/nginx-rtmp.conf`) and a WeStream server, side by side.
+//! `hls` and `compare-hls` do the same for HLS viewers (nginx-rtmp's HLS
+//! served by nginx against WeStream's).
+//!
+//! Every process the bench starts (nginx, westream, ffmpeg) is stopped by
+//! its PID when the command ends, fails, or is interrupted with Ctrl-C.
 
 mod clock;
 mod compare;
+mod edge;
 mod fanout;
 mod flv;
+mod hls;
+mod hls_compare;
+mod http1;
 mod http_flv;
+mod m3u8;
 mod media;
 mod probe;
+mod procs;
 mod procstat;
 mod room;
 mod rtmp;
@@ -20,6 +31,7 @@ mod rtmp_play;
 mod stamp;
 mod stats;
 mod target;
+mod westream;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,8 +59,31 @@ enum Command {
     Fanout(FanoutArgs),
     /// The same scenario against nginx-rtmp (started here) and WeStream.
     Compare(CompareArgs),
+    /// HLS viewers (hls.js-like) against one server's playlist URL.
+    Hls(hls_compare::HlsArgs),
+    /// HLS viewers against nginx-rtmp's HLS served by nginx, then against
+    /// WeStream, in the same run (both started here unless given).
+    CompareHls(hls_compare::CompareHlsArgs),
+    /// An origin and an edge started here: cold time-to-first-frame at the
+    /// edge, added latency origin -> edge, viewers per edge core.
+    Edge(edge::EdgeArgs),
     /// Thousands of WebSocket clients in one room with chat and gifts.
     Room(room::RoomArgs),
+}
+
+/// A stream's shape: the stamped publisher's, or the HLS clip's.
+#[derive(Args, Debug, Clone, Copy)]
+pub(crate) struct ShapeArgs {
+    /// Total stream bitrate, video plus audio.
+    #[arg(long, default_value_t = 2500)]
+    pub(crate) bitrate_kbps: u64,
+    /// Video frames per second.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) fps: u32,
+    /// Video frames per GOP (a keyframe every this many frames; 60 at 30 fps
+    /// is one per 2 s HLS segment).
+    #[arg(long, default_value_t = 60)]
+    pub(crate) gop_frames: u32,
 }
 
 /// The scenario's shape, shared by both commands.
@@ -60,15 +95,8 @@ struct ScenarioArgs {
     /// HTTP-FLV players (need an FLV URL).
     #[arg(long, default_value_t = 0)]
     flv_viewers: u32,
-    /// Total stream bitrate, video plus audio.
-    #[arg(long, default_value_t = 2500)]
-    bitrate_kbps: u64,
-    /// Video frames per second.
-    #[arg(long, default_value_t = 30)]
-    fps: u32,
-    /// Video frames per GOP (a keyframe every this many frames).
-    #[arg(long, default_value_t = 60)]
-    gop_frames: u32,
+    #[command(flatten)]
+    shape: ShapeArgs,
     /// Measured window: from the first viewer's start to the end of publishing.
     #[arg(long, default_value_t = 20)]
     duration_secs: u64,
@@ -120,9 +148,9 @@ impl ScenarioArgs {
             flv,
             viewers: self.viewers,
             flv_viewers: self.flv_viewers,
-            bitrate_kbps: self.bitrate_kbps,
-            fps: self.fps,
-            gop_frames: self.gop_frames,
+            bitrate_kbps: self.shape.bitrate_kbps,
+            fps: self.shape.fps,
+            gop_frames: self.shape.gop_frames,
             duration_secs: self.duration_secs,
             warmup_secs: self.warmup_secs,
             ramp_per_sec: self.ramp_per_sec,
@@ -204,11 +232,24 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     println!("command: {command_line}");
-    match cli.command {
-        Command::Fanout(args) => runtime.block_on(fanout_command(args)),
-        Command::Compare(args) => runtime.block_on(compare_command(args)),
-        Command::Room(args) => runtime.block_on(room::room_command(args)),
-    }
+    runtime.block_on(async {
+        let command = async {
+            match cli.command {
+                Command::Fanout(args) => fanout_command(args).await,
+                Command::Compare(args) => compare_command(args).await,
+                Command::Hls(args) => hls_compare::hls_command(args).await,
+                Command::CompareHls(args) => hls_compare::compare_hls_command(args).await,
+                Command::Edge(args) => edge::edge_command(args).await,
+                Command::Room(args) => room::room_command(args).await,
+            }
+        };
+        // Ctrl-C drops the command's future, and with it the guards of
+        // every process it started.
+        tokio::select! {
+            result = command => result,
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted; stopped the processes this run started")),
+        }
+    })
 }
 
 fn parse_rtmp(url: &str) -> anyhow::Result<RtmpTarget> {
@@ -227,7 +268,7 @@ async fn run_bounded(cfg: FanoutConfig, limit: Duration) -> anyhow::Result<Fanou
         .map_err(|_| anyhow!("{label}: run exceeded its hard timeout of {limit:?}"))?
 }
 
-fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> anyhow::Result<()> {
+pub(crate) fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
 }

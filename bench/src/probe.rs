@@ -34,6 +34,9 @@ pub(crate) struct ViewerProbe {
     pub(crate) latencies_us: Vec<u32>,
     /// Bytes read from the socket.
     pub(crate) bytes: u64,
+    /// `(sequence, arrival µs)` of every in-order video frame, when asked
+    /// for (matching frames across viewers).
+    pub(crate) video_arrivals: Option<Vec<(u32, u64)>>,
     /// Why the viewer stopped early, if it did.
     pub(crate) error: Option<String>,
 }
@@ -73,6 +76,9 @@ impl ViewerProbe {
             _ => self.last_video_seq = Some(stamp.seq),
         }
         self.video_frames += 1;
+        if let Some(arrivals) = &mut self.video_arrivals {
+            arrivals.push((stamp.seq, now_us));
+        }
         self.record_latency(stamp, now_us);
     }
 

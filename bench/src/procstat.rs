@@ -6,6 +6,11 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// CPU and memory of a process tree at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,6 +100,94 @@ pub(crate) fn sample_tree(pid: u32) -> Option<ProcSample> {
         sample.processes += 1;
     }
     (sample.processes > 0).then_some(sample)
+}
+
+/// A server tree's cost over a measured window.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct ServerUsage {
+    pub(crate) pid: u32,
+    pub(crate) processes: usize,
+    pub(crate) cpu_seconds: f64,
+    pub(crate) rss_before_kb: u64,
+    /// Highest RSS sampled during the window (every 250 ms), or at its end.
+    pub(crate) rss_peak_kb: u64,
+    /// Sum of VmHWM at the end (peak since the process started).
+    pub(crate) hwm_end_kb: u64,
+}
+
+/// Measures a server's process tree from [`ServerMeter::start`] to
+/// [`ServerMeter::finish`]: CPU ticks in between, RSS sampled every 250 ms.
+pub(crate) struct ServerMeter {
+    pid: u32,
+    before: ProcSample,
+    ticks_per_sec: u64,
+    stop: watch::Sender<bool>,
+    sampler: JoinHandle<u64>,
+}
+
+impl ServerMeter {
+    /// `None` (with a warning) when the PID is not in `/proc`.
+    pub(crate) fn start(pid: u32) -> Option<Self> {
+        let Some(before) = sample_tree(pid) else {
+            eprintln!("warning: server pid {pid} not found in /proc");
+            return None;
+        };
+        let (stop, mut stopped) = watch::channel(false);
+        let sampler = tokio::spawn(async move {
+            let mut peak = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Some(s) = sample_tree(pid) {
+                            peak = peak.max(s.rss_kb);
+                        }
+                    }
+                    _ = stopped.wait_for(|s| *s) => return peak,
+                }
+            }
+        });
+        Some(Self {
+            pid,
+            before,
+            ticks_per_sec: clock_ticks_per_sec(),
+            stop,
+            sampler,
+        })
+    }
+
+    /// Ends the window; `None` when the server is gone.
+    pub(crate) async fn finish(self) -> Option<ServerUsage> {
+        let after = sample_tree(self.pid);
+        let _ = self.stop.send(true);
+        let peak = tokio::time::timeout(Duration::from_secs(2), self.sampler)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        let after = after?;
+        Some(ServerUsage {
+            pid: self.pid,
+            processes: after.processes,
+            cpu_seconds: after.cpu_ticks.saturating_sub(self.before.cpu_ticks) as f64
+                / self.ticks_per_sec as f64,
+            rss_before_kb: self.before.rss_kb,
+            rss_peak_kb: peak.max(after.rss_kb),
+            hwm_end_kb: after.hwm_kb,
+        })
+    }
+}
+
+/// CPU seconds a process tree used between two samples.
+pub(crate) fn cpu_seconds_between(
+    before: Option<ProcSample>,
+    after: Option<ProcSample>,
+    ticks_per_sec: u64,
+) -> f64 {
+    match (before, after) {
+        (Some(b), Some(a)) => a.cpu_ticks.saturating_sub(b.cpu_ticks) as f64 / ticks_per_sec as f64,
+        _ => 0.0,
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ pub(crate) struct Percentiles {
 
 /// Nearest-rank percentile of sorted samples: the smallest sample such that
 /// at least `p` percent of the samples are at or below it. `None` when empty.
-pub(crate) fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
+pub(crate) fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     if sorted.is_empty() {
         return None;
     }
@@ -26,8 +26,17 @@ impl Percentiles {
     /// Sorts `samples` in place and summarises them, divided by `scale`
     /// (e.g. 1000.0 to turn microseconds into milliseconds).
     pub(crate) fn from_samples(samples: &mut [u32], scale: f64) -> Self {
+        Self::summarize(samples, f64::from, scale)
+    }
+
+    /// The same for samples that may be negative (differences).
+    pub(crate) fn from_signed_samples(samples: &mut [i64], scale: f64) -> Self {
+        Self::summarize(samples, |v| v as f64, scale)
+    }
+
+    fn summarize<T: Copy + Ord>(samples: &mut [T], to_f64: impl Fn(T) -> f64, scale: f64) -> Self {
         samples.sort_unstable();
-        let at = |p| percentile(samples, p).map_or(0.0, |v| f64::from(v) / scale);
+        let at = |p| percentile(samples, p).map_or(0.0, |v| to_f64(v) / scale);
         Self {
             count: samples.len(),
             p50: at(50.0),
@@ -49,7 +58,7 @@ mod tests {
         assert_eq!(percentile(&samples, 100.0), Some(100));
         assert_eq!(percentile(&samples, 0.0), Some(1));
         assert_eq!(percentile(&[7], 99.0), Some(7));
-        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile::<u32>(&[], 50.0), None);
         // 1000 samples: p99 is the 990th.
         let samples: Vec<u32> = (1..=1000).collect();
         assert_eq!(percentile(&samples, 99.0), Some(990));
@@ -67,5 +76,7 @@ mod tests {
             Percentiles::from_samples(&mut [], 1.0),
             Percentiles::default()
         );
+        let p = Percentiles::from_signed_samples(&mut [-2000, 5000, 1000], 1000.0);
+        assert_eq!((p.p50, p.max), (1.0, 5.0));
     }
 }
