@@ -169,7 +169,7 @@ impl Server {
             shutdown: shutdown.clone(),
             transcoding: Arc::clone(&transcoding),
         });
-        let mut app = http::router(http_ctx);
+        let mut app = http::router(http_ctx).merge(http::web::router(config.http.web_dir.clone()));
         if let Some(packager) = &hls {
             app = app.merge(hls::http::router(Arc::new(hls::http::HlsHttpContext {
                 packager: Arc::clone(packager),

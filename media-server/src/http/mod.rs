@@ -1,7 +1,8 @@
-//! The HTTP listener: HTTP-FLV, `/metrics`, `/healthz` (and later HLS and
-//! the control API, merged into the same router).
+//! The HTTP listener: HTTP-FLV, `/metrics`, `/healthz`, the web page
+//! (HLS and the control API are merged into the same router).
 
 pub mod flv;
+pub mod web;
 
 use std::sync::Arc;
 
