@@ -1,6 +1,7 @@
 //! WeStream origin: RTMP ingest and play, the stream hub, HTTP-FLV and HLS
 //! packaging, and the all-in-one `serve` command (DESIGN.md §3).
 
+pub mod audience;
 pub mod auth;
 pub mod config;
 pub mod edge;

@@ -55,25 +55,25 @@ async fn start() -> (Server, Arc<Tickets>) {
     (server, tickets)
 }
 
+/// A server with a publisher of `seconds` of media on `channel` (key `{channel}-key`).
+async fn start_publishing(channel: &str, seconds: u32) -> (Server, Arc<Tickets>, String, tokio::process::Child) {
+    let clip = make_clip(ClipSpec { seconds, ..ClipSpec::default() });
+    let (server, tickets) = start().await;
+    let base = format!("http://{}", server.http_addr);
+    let publisher = publish(&clip, &rtmp_url(server.rtmp_addr, &format!("{channel}-key")), &[]);
+    wait_media(&server, channel).await;
+    (server, tickets, base, publisher)
+}
+
 async fn wait_segments(base: &str, n: usize) {
     let url = format!("{base}/live/paid/source.m3u8?token={TOKEN_IN_URL}");
-    for _ in 0..150 {
-        let (status, body) = http_get(&url).await;
-        if status == 200 && body.lines().filter(|l| l.contains(".ts")).count() >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("channel paid never had {n} segments");
+    let segments = || async { http_get(&url).await.1.lines().filter(|l| l.contains(".ts")).count() };
+    assert!(poll_until(segments, |c| *c >= n).await >= n, "channel paid never had {n} segments");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticketed_channel_plays_only_with_its_token_on_every_protocol() {
-    let clip = make_clip(ClipSpec { seconds: 14, ..ClipSpec::default() });
-    let (server, tickets) = start().await;
-    let base = format!("http://{}", server.http_addr);
-    let mut publisher = publish(&clip, &rtmp_url(server.rtmp_addr, "paid-key"), &[]);
-    wait_media(&server, "paid").await;
+    let (server, tickets, base, mut publisher) = start_publishing("paid", 14).await;
     wait_segments(&base, 2).await;
 
     // HTTP-FLV: refused with the reason, without or with a wrong token.
@@ -148,10 +148,7 @@ async fn probe_for(url: &str, seconds: u32) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rtmp_refusal_says_why_in_a_play_failed_status() {
-    let clip = make_clip(ClipSpec { seconds: 10, ..ClipSpec::default() });
-    let (server, _) = start().await;
-    let mut publisher = publish(&clip, &rtmp_url(server.rtmp_addr, "paid-key"), &[]);
-    wait_media(&server, "paid").await;
+    let (server, _, _, mut publisher) = start_publishing("paid", 10).await;
     let out = tokio::process::Command::new("ffmpeg")
         .args(["-v", "verbose", "-i", &format!("rtmp://{}/live/paid?token=forged", server.rtmp_addr), "-t", "1", "-f", "null", "-"])
         .stdin(std::process::Stdio::null())
@@ -164,4 +161,47 @@ async fn an_rtmp_refusal_says_why_in_a_play_failed_status() {
     assert!(stderr.contains("ticketed"), "the reason reaches the player: {stderr}");
     let _ = publisher.kill().await;
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_are_counted_by_protocol_while_they_watch() {
+    let (server, _, base, mut publisher) = start_publishing("free", 20).await;
+    let now = || westream_media::hls::unix_ms();
+    assert!(!server.audience.snapshot(now()).contains_key("free"));
+
+    let flv = reqwest::get(format!("{base}/live/free.flv")).await.unwrap();
+    assert_eq!(flv.status(), 200);
+    let rtmp = tokio::spawn(probe_for_owned(format!("rtmp://{}/live/free", server.rtmp_addr), 4));
+    let master = || async { http_get(&format!("{base}/live/free/index.m3u8")).await.0 };
+    assert_eq!(poll_until(master, |s| *s == 200).await, 200, "no HLS playlist");
+    let counts = || async { server.audience.snapshot(now()).get("free").copied().unwrap_or_default() };
+    let seen = poll_until(counts, |c| c.rtmp == 1).await;
+    assert_eq!(seen, westream_media::audience::Counts { rtmp: 1, flv: 1, hls: 1 });
+    drop(flv);
+    rtmp.await.unwrap();
+    let left = poll_until(counts, |c| c.flv == 0 && c.rtmp == 0).await;
+    assert_eq!((left.rtmp, left.flv), (0, 0), "viewers that left are not counted");
+    let _ = publisher.kill().await;
+    server.shutdown().await;
+}
+
+async fn probe_for_owned(url: String, seconds: u32) -> usize {
+    probe_for(&url, seconds).await
+}
+
+/// Calls `f` every 100 ms until `done` holds (at most 10 s); the last value.
+async fn poll_until<T, F, Fut>(f: F, done: impl Fn(&T) -> bool) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut v = f().await;
+    for _ in 0..100 {
+        if done(&v) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        v = f().await;
+    }
+    v
 }

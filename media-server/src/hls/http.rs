@@ -46,6 +46,8 @@ pub struct HlsHttpContext {
     pub cors_allow_origin: String,
     /// Renditions of each source (listed in its master playlist).
     pub transcoding: Arc<crate::transcode::Transcoding>,
+    /// Viewer counts: an HLS client counts while it keeps fetching.
+    pub audience: Arc<crate::audience::Audience>,
 }
 
 /// The HLS routes.
@@ -121,6 +123,7 @@ async fn serve(
     Path((channel, file)): Path<(String, String)>,
     Query(q): Query<PlayQuery>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     let requests = &ctx.packager.metrics().requests;
     let Some(what) = HlsFile::parse(&file).filter(|_| valid_channel_name(&channel)) else {
@@ -195,6 +198,8 @@ async fn serve(
         _ => body,
     };
     requests.with_label_values(&[kind, "ok"]).inc();
+    let user_agent = headers.get(header::USER_AGENT).map_or(&[][..], |v| v.as_bytes());
+    ctx.audience.hls_request(base, peer.ip(), user_agent, super::unix_ms());
     let n = body.len() as u64;
     entry.stream.bytes_out.fetch_add(n, Ordering::Relaxed);
     ctx.packager.hub().metrics().bytes_out_hls.inc_by(n);

@@ -29,6 +29,8 @@ pub struct HttpContext {
     pub shutdown: CancellationToken,
     /// Rendition names (a rendition plays under its source's rights).
     pub transcoding: Arc<crate::transcode::Transcoding>,
+    /// Viewer counts by channel and protocol.
+    pub audience: Arc<crate::audience::Audience>,
 }
 
 /// The media router.

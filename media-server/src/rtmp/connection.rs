@@ -27,6 +27,7 @@ use westream_control::hooks::{Denied, PlayProtocol, PlayRequest, PublishRequest}
 
 use super::guard::{ChunkGuard, GuardConfig, GuardError};
 use super::RtmpContext;
+use crate::audience::{Connected, ViewerGuard};
 use crate::auth::mask_key;
 use crate::config::ms;
 use crate::hub::{Publisher, Subscription};
@@ -65,8 +66,9 @@ impl ConnError {
 enum Role {
     Idle,
     Publishing { publisher: Publisher, stream_id: u32 },
-    /// `internal`: our own transcoder worker, whose bytes are not metered.
-    Playing { sub: Box<Subscription>, stream_id: u32, internal: bool },
+    /// `internal`: our own transcoder worker, whose bytes are not metered
+    /// and who is no viewer (`_counted` is `None`).
+    Playing { sub: Box<Subscription>, stream_id: u32, internal: bool, _counted: Option<ViewerGuard> },
 }
 
 struct Conn<'a> {
@@ -393,7 +395,8 @@ impl Conn<'_> {
         let sub = self.ctx.hub.watch(channel);
         tracing::debug!(live = sub.stream().is_live(), "playing");
         self.ctx.hub.metrics().viewers.with_label_values(&["rtmp"]).inc();
-        self.role = Role::Playing { sub: Box::new(sub), stream_id, internal };
+        let counted = (!internal).then(|| self.ctx.audience.join(base, Connected::Rtmp));
+        self.role = Role::Playing { sub: Box::new(sub), stream_id, internal, _counted: counted };
         // rml_rtmp's accept would also send `|RtmpSampleAccess` and a
         // `NetStream.Data.Start` data message, which FFmpeg turns into extra
         // data and subtitle streams; answer the play ourselves instead.
@@ -453,7 +456,7 @@ impl Conn<'_> {
 
     /// Queues `first` and whatever else is ready, then writes them together.
     async fn send_frames(&mut self, first: Arc<crate::media::Frame>) -> Result<(), ConnError> {
-        let Role::Playing { sub, stream_id, internal } = &mut self.role else { return Ok(()) };
+        let Role::Playing { sub, stream_id, internal, .. } = &mut self.role else { return Ok(()) };
         let internal = *internal;
         let chunk_size = self.ctx.config.chunk_size as usize;
         let encode = |f: &crate::media::Frame| {
