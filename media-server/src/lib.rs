@@ -12,6 +12,7 @@ pub mod media;
 pub mod metering;
 pub mod metrics;
 pub mod relay;
+pub mod room_feed;
 pub mod rtmp;
 pub mod server;
 pub mod transcode;
