@@ -122,7 +122,7 @@ async fn a_ticketed_channel_plays_only_with_its_token_on_every_protocol() {
     assert!(!refused.success && refused.packets.is_empty(), "{}", refused.stderr);
     let forged = probe(format!("{rtmp}?token=forged"), Duration::from_secs(20)).await;
     assert!(!forged.success && forged.packets.is_empty(), "{}", forged.stderr);
-    let rtmp_ok = tokio::spawn(async move { probe_for(&format!("{rtmp}?token={TOKEN_IN_URL}"), 3).await });
+    let rtmp_ok = tokio::spawn(probe_for(format!("{rtmp}?token={TOKEN_IN_URL}"), 3));
 
     let (flv, hls) = tokio::join!(flv, hls);
     let rtmp_ok = rtmp_ok.await.unwrap();
@@ -132,18 +132,6 @@ async fn a_ticketed_channel_plays_only_with_its_token_on_every_protocol() {
     }
     assert!(rtmp_ok >= 30, "rtmp with the token plays: {rtmp_ok} video packets");
     server.shutdown().await;
-}
-
-/// Video packets an ffmpeg reader gets from `url` in `seconds`.
-async fn probe_for(url: &str, seconds: u32) -> usize {
-    let out = tokio::process::Command::new("ffprobe")
-        .args(["-v", "error", "-read_intervals", &format!("%+{seconds}"), "-select_streams", "v"])
-        .args(["-show_entries", "packet=pts", "-of", "csv", url])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(30), out).await.expect("ffprobe in time").expect("ffprobe runs");
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("packet")).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +159,7 @@ async fn viewers_are_counted_by_protocol_while_they_watch() {
 
     let flv = reqwest::get(format!("{base}/live/free.flv")).await.unwrap();
     assert_eq!(flv.status(), 200);
-    let rtmp = tokio::spawn(probe_for_owned(format!("rtmp://{}/live/free", server.rtmp_addr), 4));
+    let rtmp = tokio::spawn(probe_for(format!("rtmp://{}/live/free", server.rtmp_addr), 4));
     let master = || async { http_get(&format!("{base}/live/free/index.m3u8")).await.0 };
     assert_eq!(poll_until(master, |s| *s == 200).await, 200, "no HLS playlist");
     let counts = || async { server.audience.snapshot(now()).get("free").copied().unwrap_or_default() };
@@ -183,25 +171,4 @@ async fn viewers_are_counted_by_protocol_while_they_watch() {
     assert_eq!((left.rtmp, left.flv), (0, 0), "viewers that left are not counted");
     let _ = publisher.kill().await;
     server.shutdown().await;
-}
-
-async fn probe_for_owned(url: String, seconds: u32) -> usize {
-    probe_for(&url, seconds).await
-}
-
-/// Calls `f` every 100 ms until `done` holds (at most 10 s); the last value.
-async fn poll_until<T, F, Fut>(f: F, done: impl Fn(&T) -> bool) -> T
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = T>,
-{
-    let mut v = f().await;
-    for _ in 0..100 {
-        if done(&v) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        v = f().await;
-    }
-    v
 }

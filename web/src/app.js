@@ -90,7 +90,7 @@ function roomCard(r) {
     'a',
     { class: `room-card ${r.live ? 'live' : ''}`, href: `#/watch/${encodeURIComponent(r.channel)}`, 'data-channel': r.channel },
     h('div', { class: 'thumb' }, r.live ? h('span', { class: 'badge live' }, 'LIVE') : h('span', { class: 'badge' }, 'offline'),
-      r.ticket_price_micro > 0 ? h('span', { class: 'badge ticket' }, `🎟 ${we(r.ticket_price_micro)} WE`) : null,
+      r.ticket_price_micro > 0 ? h('span', { class: 'badge ticket' }, `ticket ${we(r.ticket_price_micro)} WE`) : null,
       h('span', { class: 'initial' }, (r.owner_handle || r.channel).slice(0, 1).toUpperCase())),
     h('div', { class: 'meta' },
       h('div', { class: 'title' }, r.title || r.channel),
@@ -238,12 +238,29 @@ async function watchView(channel, params) {
   }
 
   function setViewers(v) {
-    if (v) viewers.textContent = `👁 ${v.total ?? 0}`;
+    if (v) viewers.textContent = `${v.total ?? 0} watching`;
   }
   function setLive(on) {
     live.textContent = on ? 'LIVE' : 'offline';
     live.classList.toggle('live', !!on);
   }
+
+  // The score moves with gifts (and decays): re-read it now and then.
+  let scoreTimer = null;
+  async function refreshRoom() {
+    try {
+      const r = await get(`/v1/rooms/${encodeURIComponent(channel)}`);
+      score.textContent = `★ ${fmtScore(r.score)}`;
+      setViewers(r.viewers);
+    } catch {
+      /* the socket or the next look will tell */
+    }
+  }
+  const roomTimer = setInterval(refreshRoom, 15_000);
+  onLeave(() => {
+    clearInterval(roomTimer);
+    clearTimeout(scoreTimer);
+  });
 
   const me = session();
   const socket = new RoomSocket(channel, me?.token, shareCodeFor(channel), (ev) => {
@@ -259,8 +276,12 @@ async function watchView(channel, params) {
         if (ev.score !== undefined) score.textContent = `★ ${fmtScore(ev.score)}`;
         break;
       case 'chat':
+        addLine(ev);
+        break;
       case 'gift':
         addLine(ev);
+        clearTimeout(scoreTimer);
+        scoreTimer = setTimeout(refreshRoom, 500);
         break;
       case 'viewers':
         setViewers(ev);

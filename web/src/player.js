@@ -85,7 +85,9 @@ export class Player {
     }
     const p = mpegts.createPlayer(
       { type: 'flv', isLive: true, url: new URL(url, location.href).href },
-      { enableWorker: false, lazyLoad: false, liveBufferLatencyChasing: true, liveBufferLatencyMaxLatency: 3 },
+      // Low latency by playing slightly faster when behind, not by seeking
+      // (a seek stalls the picture).
+      { enableWorker: false, lazyLoad: false, liveSync: true, liveSyncMaxLatency: 2.5, liveSyncTargetLatency: 1.2, liveSyncPlaybackRate: 1.1 },
     );
     p.on(mpegts.Events.ERROR, (type, detail) => {
       this.onStatus({ state: 'error', reason: `flv: ${type} ${detail}`, mode: 'flv' });
