@@ -91,6 +91,16 @@ pub struct ControlConfig {
     pub seed: Vec<SeedAccountConfig>,
     /// Edge registry and selection (`[control.edges]`).
     pub edges: crate::edges::EdgesConfig,
+    /// Rooms, chat limits, gift fees, vote formula and tickets
+    /// (`[control.rooms]`, see [`crate::rooms::RoomsConfig`]).
+    pub rooms: crate::rooms::RoomsConfig,
+    /// The gift catalogue (`[[control.gifts]]`); defaults to kiss, flower,
+    /// heart, sports_car, plane and rocket.
+    pub gifts: Vec<crate::rooms::GiftConfig>,
+    /// Secret that signs play tokens (tickets), 16+ characters. When unset,
+    /// 32 random bytes are generated once and kept in `play_token.secret`
+    /// under the data dir. Every node that verifies tokens needs the same one.
+    pub play_token_secret: Option<String>,
 }
 
 impl Default for ControlConfig {
@@ -113,6 +123,9 @@ impl Default for ControlConfig {
             products: Vec::new(),
             seed: Vec::new(),
             edges: crate::edges::EdgesConfig::default(),
+            rooms: crate::rooms::RoomsConfig::default(),
+            gifts: crate::rooms::default_gifts(),
+            play_token_secret: None,
         }
     }
 }
@@ -169,6 +182,18 @@ impl ControlConfig {
     /// Checks every rule a running server relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.edges.validate()?;
+        self.rooms.validate()?;
+        crate::rooms::validate_gifts(&self.gifts, self.max_amount_micro_we)?;
+        if self
+            .play_token_secret
+            .as_deref()
+            .is_some_and(|s| s.len() < MIN_PRODUCTION_TOKEN_LEN)
+        {
+            return Err(ConfigError::new(
+                "control.play_token_secret",
+                "must have 16+ characters (or leave it out to generate one under the data dir)",
+            ));
+        }
         if !self.dev_mode {
             if self.admin_token.is_empty() {
                 return Err(ConfigError::new(
@@ -332,6 +357,11 @@ impl ControlConfig {
         } else {
             &self.admin_token
         }
+    }
+
+    /// Looks a gift up by id.
+    pub fn gift(&self, id: &str) -> Option<&crate::rooms::GiftConfig> {
+        self.gifts.iter().find(|g| g.id == id)
     }
 
     /// Looks a product up by id.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use crate::clock::Clock;
 use crate::config::ControlConfig;
 use crate::hooks::{
     Denied, MediaHooks, PlayRequest, PublishGrant, PublishRequest, ReportError, StopOrder,
@@ -21,6 +22,7 @@ use crate::hooks::{
 use crate::metrics::ControlMetrics;
 use crate::plane::{blocking, now_ms};
 use crate::store::{Store, StoreError};
+use crate::tickets::TicketGate;
 
 /// Entries beyond which a cache map is simply emptied: a crude bound that
 /// keeps a key-guessing flood from growing memory.
@@ -83,7 +85,11 @@ pub struct InProcessHooks {
     charge_ingest: bool,
     grace_ms: u64,
     publish_cache: TtlCache<String, Result<PublishGrant, Denied>>,
-    play_cache: TtlCache<String, Result<(), Denied>>,
+    /// Requested name -> the channel it plays (itself, or the source of a
+    /// rendition `{channel}_{rendition}`). Tickets are checked after it.
+    play_cache: TtlCache<String, Result<String, Denied>>,
+    tickets: Arc<TicketGate>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for InProcessHooks {
@@ -99,6 +105,8 @@ impl InProcessHooks {
         config: &ControlConfig,
         store: Arc<dyn Store>,
         metrics: Arc<ControlMetrics>,
+        tickets: Arc<TicketGate>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         let ttl = Duration::from_millis(config.hook_cache_ttl_ms);
         InProcessHooks {
@@ -109,6 +117,8 @@ impl InProcessHooks {
             grace_ms: config.stop_grace_ms,
             publish_cache: TtlCache::new(ttl),
             play_cache: TtlCache::new(ttl),
+            tickets,
+            clock,
         }
     }
 
@@ -150,25 +160,42 @@ impl InProcessHooks {
         answer
     }
 
-    async fn play_uncached(&self, req: &PlayRequest) -> Result<(), Denied> {
-        self.check_app(&req.app)?;
-        if let Some(answer) = self.play_cache.get(req.channel.as_str()) {
+    /// The channel a play of `name` needs rights to: the channel itself,
+    /// or, for a name that is no channel, the source of the rendition
+    /// `{channel}_{rendition}` (split at the last `_`).
+    async fn resolve_play(&self, name: &str) -> Result<String, Denied> {
+        if let Some(answer) = self.play_cache.get(name) {
             self.metrics.hook_cache.with_label_values(&["hit"]).inc();
             return answer;
         }
         self.metrics.hook_cache.with_label_values(&["miss"]).inc();
-        let name = req.channel.clone();
-        let channel = blocking(&self.store, move |s| s.channel(&name))
-            .await
-            .map_err(unavailable)?;
-        let answer = match channel {
-            Some(_) => Ok(()),
-            None => Err(Denied::UnknownChannel {
-                channel: req.channel.clone(),
-            }),
-        };
-        self.play_cache.put(req.channel.clone(), answer.clone());
+        let lookup = name.to_string();
+        let found = blocking(&self.store, move |s| {
+            if s.channel(&lookup)?.is_some() {
+                return Ok(Some(lookup));
+            }
+            match lookup.rsplit_once('_') {
+                Some((base, r)) if !base.is_empty() && !r.is_empty() => {
+                    Ok(s.channel(base)?.map(|_| base.to_string()))
+                }
+                _ => Ok(None),
+            }
+        })
+        .await
+        .map_err(unavailable)?;
+        let answer = found.ok_or_else(|| Denied::UnknownChannel {
+            channel: name.to_string(),
+        });
+        self.play_cache.put(name.to_string(), answer.clone());
         answer
+    }
+
+    async fn play_uncached(&self, req: &PlayRequest) -> Result<(), Denied> {
+        self.check_app(&req.app)?;
+        let channel = self.resolve_play(&req.channel).await?;
+        // From memory: prices and the secret; never the database.
+        self.tickets
+            .check(&channel, req.token.as_deref(), self.clock.now_ms())
     }
 }
 

@@ -20,6 +20,13 @@
 //! let hooks: Arc<dyn MediaHooks> = plane.hooks(); // or HttpHooks::new(url, node_token)?
 //! ```
 //!
+//! Rooms (issue #7): [`ControlPlane::rooms`] is the handle the media server
+//! reports live state and viewer counts to ([`Rooms::stream_started`],
+//! [`Rooms::stream_ended`], [`Rooms::set_viewers`]); the WebSocket
+//! `/v1/rooms/{channel}/ws` is in the router. Ticketed channels are checked
+//! by `authorize_play` from memory with [`tickets::verify_play_token`]; the
+//! vote formula is documented in [`votes`].
+//!
 //! Stop orders reach a node two ways: the receipt of every
 //! [`hooks::MediaHooks::report_usage`] call lists those for the channels in
 //! the batch, and [`hooks::MediaHooks::stop_orders`] lists all of them. A
@@ -30,6 +37,7 @@
 //! `control-api/tests/data/dev-control.toml`.
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod edges;
 pub mod hooks;
@@ -37,10 +45,15 @@ pub mod http_hooks;
 pub mod inproc;
 pub mod metrics;
 pub mod plane;
+pub mod rooms;
 pub mod store;
+pub mod tickets;
+pub mod votes;
 
 pub use config::{
     ConfigError, ControlConfig, ProductConfig, SeedAccountConfig, SeedChannelConfig, SqliteSync,
 };
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use http_hooks::HttpHooks;
+pub use rooms::{Rooms, ViewerCounts};
 pub use plane::{ControlError, ControlPlane};

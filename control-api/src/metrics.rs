@@ -3,7 +3,9 @@
 //! are bounded: routes are axum's matched templates, the per-channel gauge
 //! keeps only the most recently reported `metrics_max_channels` channels.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -30,6 +32,19 @@ pub struct ControlMetrics {
     pub hook_cache: IntCounterVec,
     /// `westream_control_package_bytes_remaining{channel}`.
     pub package_bytes_remaining: IntGaugeVec,
+    /// `westream_control_ws_clients`: room WebSocket clients connected now.
+    pub ws_clients: IntGauge,
+    /// `westream_control_ws_drops_total{reason}`: clients dropped by the
+    /// server (`lagged`, `send_timeout`, `protocol`).
+    pub ws_drops: IntCounterVec,
+    /// `westream_control_chat_messages_total`: chat messages sent to rooms.
+    pub chat_messages: IntCounter,
+    /// `westream_control_chat_refused_total{code}`: chat messages refused.
+    pub chat_refused: IntCounterVec,
+    /// `westream_control_gifts_total`: gift requests posted (not replays).
+    pub gifts: IntCounter,
+    /// `westream_control_gift_micro_we_total`: WE paid for gifts, micro-WE.
+    pub gift_volume: IntCounter,
     channel_lru: Mutex<(u64, HashMap<String, u64>)>,
     max_channels: usize,
 }
@@ -69,6 +84,12 @@ impl ControlMetrics {
                 ),
                 &["channel"],
             )?,
+            ws_clients: IntGauge::new("westream_control_ws_clients", "Room WebSocket clients connected")?,
+            ws_drops: counter("westream_control_ws_drops_total", "Room WebSocket clients dropped by the server", &["reason"])?,
+            chat_messages: IntCounter::new("westream_control_chat_messages_total", "Chat messages sent to rooms")?,
+            chat_refused: counter("westream_control_chat_refused_total", "Chat messages refused, by error code", &["code"])?,
+            gifts: IntCounter::new("westream_control_gifts_total", "Gift requests posted")?,
+            gift_volume: IntCounter::new("westream_control_gift_micro_we_total", "Micro-WE paid for gifts")?,
             channel_lru: Mutex::new((0, HashMap::new())),
             max_channels,
         })
@@ -86,6 +107,12 @@ impl ControlMetrics {
         registry.register(Box::new(self.play_checks.clone()))?;
         registry.register(Box::new(self.hook_cache.clone()))?;
         registry.register(Box::new(self.package_bytes_remaining.clone()))?;
+        registry.register(Box::new(self.ws_clients.clone()))?;
+        registry.register(Box::new(self.ws_drops.clone()))?;
+        registry.register(Box::new(self.chat_messages.clone()))?;
+        registry.register(Box::new(self.chat_refused.clone()))?;
+        registry.register(Box::new(self.gifts.clone()))?;
+        registry.register(Box::new(self.gift_volume.clone()))?;
         Ok(())
     }
 

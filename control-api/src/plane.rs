@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, ControlConfig};
+use crate::rooms::Rooms;
+use crate::tickets::{load_or_create_secret, TicketGate};
 use crate::hooks::MediaHooks;
 use crate::inproc::InProcessHooks;
 use crate::metrics::ControlMetrics;
@@ -30,6 +33,14 @@ pub enum ControlError {
     /// A metric could not be built or registered (e.g. registered twice).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The play-token secret could not be read or created under the data dir.
+    #[error("play token secret under {path}: {source}")]
+    PlayTokenSecret {
+        /// The data directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// State shared by the router, the hooks and the handles.
@@ -43,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) auth_cache: crate::inproc::TtlCache<String, crate::store::Caller>,
     /// Registered edges, their health and the selector.
     pub(crate) edges: Arc<crate::edges::EdgeRegistry>,
+    /// Rooms, chat, gift events and ticket prices.
+    pub(crate) rooms: Arc<crate::rooms::Rooms>,
 }
 
 /// The control plane of one process. Cheap to clone.
@@ -84,6 +97,16 @@ impl ControlPlane {
     /// `data_dir`, applies migrations and creates the seed accounts.
     /// Blocking: call it before serving, or from `spawn_blocking`.
     pub fn open(config: ControlConfig, data_dir: &Path) -> Result<ControlPlane, ControlError> {
+        Self::open_with_clock(config, data_dir, Arc::new(SystemClock))
+    }
+
+    /// [`ControlPlane::open`] with the clock rooms, votes and tickets read
+    /// (tests pass a [`crate::ManualClock`] to advance days without sleeping).
+    pub fn open_with_clock(
+        config: ControlConfig,
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Result<ControlPlane, ControlError> {
         config.validate()?;
         std::fs::create_dir_all(data_dir).map_err(|source| ControlError::DataDir {
             path: data_dir.to_path_buf(),
@@ -97,21 +120,46 @@ impl ControlPlane {
             config.sqlite_read_connections,
         )?);
         store.seed(&config, now_ms())?;
-        Self::with_store(config, store)
+        Self::build(config, store, clock, Some(data_dir))
     }
 
     /// Builds a control plane over any [`Store`] (another backend, tests).
-    /// The store must already be migrated and seeded.
+    /// The store must already be migrated and seeded. Without a data dir,
+    /// a play-token secret that is not configured lives only in memory.
     pub fn with_store(
         config: ControlConfig,
         store: Arc<dyn Store>,
     ) -> Result<ControlPlane, ControlError> {
+        Self::build(config, store, Arc::new(SystemClock), None)
+    }
+
+    fn build(
+        config: ControlConfig,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        data_dir: Option<&Path>,
+    ) -> Result<ControlPlane, ControlError> {
         config.validate()?;
         let metrics = Arc::new(ControlMetrics::new(config.metrics_max_channels)?);
+        let secret = load_or_create_secret(config.play_token_secret.as_deref(), data_dir)
+            .map_err(|source| ControlError::PlayTokenSecret {
+                path: data_dir.map(Path::to_path_buf).unwrap_or_default(),
+                source,
+            })?;
+        let gate = Arc::new(TicketGate::new(secret));
+        let rooms = Rooms::new(
+            config.rooms.clone(),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            Arc::clone(&gate),
+            store.rooms_snapshot()?,
+        );
         let hooks = Arc::new(InProcessHooks::new(
             &config,
             Arc::clone(&store),
             Arc::clone(&metrics),
+            gate,
+            clock,
         ));
         let edges = Arc::new(crate::edges::EdgeRegistry::new(config.edges.clone()));
         let restored = store.edges()?.into_iter().filter_map(|(id, json)| match serde_json::from_str(&json) {
@@ -129,6 +177,7 @@ impl ControlPlane {
                 store,
                 metrics,
                 hooks,
+                rooms,
                 auth_cache: crate::inproc::TtlCache::new(AUTH_CACHE_TTL),
             }),
         })
@@ -159,6 +208,18 @@ impl ControlPlane {
     /// The edge registry (registrations, health, selection).
     pub fn edges(&self) -> Arc<crate::edges::EdgeRegistry> {
         Arc::clone(&self.inner.edges)
+    }
+
+    /// The rooms: the media server reports live state and viewer counts
+    /// here ([`Rooms::stream_started`], [`Rooms::stream_ended`],
+    /// [`Rooms::set_viewers`]); cheap and non-blocking.
+    pub fn rooms(&self) -> Arc<Rooms> {
+        Arc::clone(&self.inner.rooms)
+    }
+
+    /// The in-process hooks as their concrete type.
+    pub fn in_process_hooks(&self) -> Arc<InProcessHooks> {
+        Arc::clone(&self.inner.hooks)
     }
 
     /// The validated configuration in force.

@@ -145,6 +145,13 @@ impl Server {
             tasks.clone(),
         )
         .await;
+        if let Some(hls) = &hls {
+            let renditions = Arc::clone(&transcoding);
+            hls.set_source_of(Box::new(move |c| match renditions.split_rendition(c) {
+                (source, Some(_)) => Some(source.to_string()),
+                _ => None,
+            }));
+        }
 
         let renditions = Arc::clone(&transcoding);
         let reporter = UsageReporter::new(

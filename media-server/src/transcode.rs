@@ -21,8 +21,8 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use westream_transcoder::{
-    plan_renditions, EncodeOptions, KeyframePolicy, LaddersConfig, PoolConfig, RenditionOutput, TranscodeJob,
-    TranscoderPool, PASSTHROUGH,
+    plan_renditions, EncodeOptions, JobState, KeyframePolicy, LaddersConfig, PoolConfig, RenditionOutput,
+    TranscodeJob, TranscoderPool, PASSTHROUGH,
 };
 
 use crate::hls::avc::AvcDecoderConfig;
@@ -44,8 +44,15 @@ pub struct TranscoderSection {
     pub default_ladder: String,
     /// Per channel ladder name, e.g. `{ demo = "default" }`.
     pub channel_ladders: BTreeMap<String, String>,
-    /// Keyframe interval of every rendition (align it with the HLS segment
-    /// duration, or a divisor of it).
+    /// Where renditions put keyframes: `source` (default) copies the
+    /// source's keyframes and timestamps, so every rendition's HLS segments
+    /// are cut where the source's are and carry the same media sequence
+    /// numbers; `interval` forces one every `keyframe_interval_ms` instead
+    /// (for sources with very long or irregular GOPs; segments then line up
+    /// across renditions but not with the source).
+    pub keyframes: KeyframeMode,
+    /// Keyframe interval of every rendition with `keyframes = "interval"`
+    /// (align it with the HLS segment duration, or a divisor of it).
     pub keyframe_interval_ms: u64,
     /// How long to wait for a new channel's video header before giving up on
     /// transcoding it.
@@ -61,11 +68,22 @@ impl Default for TranscoderSection {
             ladders_file: PathBuf::from("configs/ladders.toml"),
             default_ladder: PASSTHROUGH.to_string(),
             channel_ladders: BTreeMap::new(),
+            keyframes: KeyframeMode::Source,
             keyframe_interval_ms: 2000,
             source_wait_ms: 5000,
             pool: PoolConfig::default(),
         }
     }
+}
+
+/// `transcoder.keyframes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyframeMode {
+    /// Keyframes where the source has them, on the source's timestamps.
+    Source,
+    /// A keyframe every `keyframe_interval_ms`.
+    Interval,
 }
 
 /// The built-in ladders, used when `ladders_file` does not exist.
@@ -251,9 +269,14 @@ impl Transcoding {
             channel: channel.clone(),
             input_url: format!("rtmp://{rtmp}/live/{channel}?internal={}", self.token),
             outputs,
-            options: EncodeOptions {
-                keyframes: KeyframePolicy::EveryMs(self.config.keyframe_interval_ms as u32),
-                ..EncodeOptions::default()
+            options: match self.config.keyframes {
+                KeyframeMode::Source => {
+                    EncodeOptions { keyframes: KeyframePolicy::Source, copy_timestamps: true, ..EncodeOptions::default() }
+                }
+                KeyframeMode::Interval => EncodeOptions {
+                    keyframes: KeyframePolicy::EveryMs(self.config.keyframe_interval_ms as u32),
+                    ..EncodeOptions::default()
+                },
             },
         };
         if let Err(e) = pool.start(job) {
@@ -277,6 +300,43 @@ impl Transcoding {
         pool.stop(&channel).await;
         tracing::info!(%channel, "transcoding stopped");
     }
+}
+
+/// `GET /transcoder/jobs`: the pool's slots and every job, running or
+/// queued (with its 1-based queue position), for operators and dashboards.
+pub async fn jobs(
+    axum::extract::State(ctx): axum::extract::State<Arc<crate::http::HttpContext>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let t = &ctx.transcoding;
+    let jobs: Vec<serde_json::Value> = t
+        .pool
+        .as_ref()
+        .map(|p| p.status())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|j| {
+            let mut v = serde_json::json!({ "channel": j.channel, "slot": j.slot, "renditions": j.renditions });
+            let state = match j.state {
+                JobState::Running { pid, speed, window_speed, fps, out_time_ms, lag_ms, slow } => serde_json::json!({
+                    "state": "running", "pid": pid, "speed": speed, "window_speed": window_speed, "fps": fps,
+                    "out_time_ms": out_time_ms, "lag_ms": lag_ms, "slow": slow,
+                }),
+                JobState::Queued { position } => serde_json::json!({ "state": "queued", "position": position }),
+                JobState::Restarting { attempt } => serde_json::json!({ "state": "restarting", "attempt": attempt }),
+            };
+            if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), state) {
+                v.extend(extra);
+            }
+            v
+        })
+        .collect();
+    let body = serde_json::json!({
+        "enabled": t.pool.is_some(),
+        "slots": t.pool.as_ref().map_or(0, |p| p.slots()),
+        "jobs": jobs,
+    });
+    axum::Json(body).into_response()
 }
 
 fn ladders_rendition_names(ladders: &LaddersConfig) -> HashSet<String> {

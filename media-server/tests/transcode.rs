@@ -35,7 +35,6 @@ fn config(slots: usize) -> Config {
 [transcoder]
 ladders_file = "{}"
 default_ladder = "test"
-keyframe_interval_ms = 1000
 [transcoder.pool]
 slots = {slots}
 restart_backoff_min_ms = 300
@@ -50,6 +49,33 @@ async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `(sequence, duration ms)` of each segment of a media playlist.
+fn media_segments(playlist: &str) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut duration = None;
+    for line in playlist.lines() {
+        if let Some(d) = line.strip_prefix("#EXTINF:") {
+            duration = d.split(',').next().and_then(|d| d.parse::<f64>().ok()).map(|d| (d * 1000.0).round() as u64);
+        } else if let Some(seq) = line.strip_suffix(".ts").and_then(|n| n.parse().ok()) {
+            out.extend(duration.take().map(|d| (seq, d)));
+        }
+    }
+    out
+}
+
+/// The first video timestamp of a URL, ms, as ffprobe reads it.
+async fn video_start_ms(url: String) -> u64 {
+    let out = tokio::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags", "-read_intervals", "%+#1", "-of", "csv=p=0", &url])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), out).await.expect("ffprobe in time").expect("ffprobe runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let seconds: f64 = text.split(',').next().unwrap_or("").trim().parse().unwrap_or_else(|_| panic!("no start time for {url}: {text:?}"));
+    (seconds * 1000.0).round() as u64
 }
 
 fn running_pid(server: &Server, channel: &str) -> Option<u32> {
@@ -101,6 +127,56 @@ async fn a_720p_source_gets_its_ladder_as_live_channels_listed_in_the_master_pla
     let streams = probe_streams(&format!("http://{http}/live/demo_480p/index.m3u8")).await;
     assert!(streams.iter().any(|s| s.1 == "h264" && s.2 == 854 && s.3 == 480), "480p hls: {streams:?}");
     assert!(streams.iter().any(|s| s.1 == "aac"), "480p hls: {streams:?}");
+
+    // Segment boundaries: every rendition's segment N covers what the
+    // source's segment N does (same number, duration within one frame at
+    // 25 fps). Also note how long after the source's each one appears.
+    let names = ["demo", "demo_720p", "demo_480p", "demo_360p"];
+    let mut seen: Vec<std::collections::BTreeMap<u64, (u64, Instant)>> = vec![Default::default(); names.len()];
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let mut first_poll: Option<Instant> = None;
+    loop {
+        for (i, name) in names.iter().enumerate() {
+            let (code, text) = http_get(&format!("http://{http}/live/{name}/source.m3u8")).await;
+            if code == 200 {
+                for (seq, ms) in media_segments(&text) {
+                    seen[i].entry(seq).or_insert((ms, Instant::now()));
+                }
+            }
+        }
+        first_poll.get_or_insert_with(Instant::now);
+        let common = seen[0].keys().filter(|k| seen[1..].iter().all(|r| r.contains_key(k))).count();
+        if common >= 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "renditions never shared 3 segment numbers with the source: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut lags = Vec::new();
+    for (seq, (source_ms, source_at)) in &seen[0] {
+        for (i, rendition) in seen.iter().enumerate().skip(1) {
+            if let Some((ms, at)) = rendition.get(seq) {
+                assert!(ms.abs_diff(*source_ms) <= 40, "{} segment {seq}: {ms} ms vs source {source_ms} ms", names[i]);
+                // Only segments that appeared while we watched.
+                if first_poll.is_some_and(|t| *source_at > t) {
+                    lags.push(at.saturating_duration_since(*source_at).as_millis());
+                }
+            }
+        }
+    }
+    // Same numbers must mean the same media: the first video frame of the
+    // newest common segment has the same timestamp in every rendition.
+    let newest = *seen[0].keys().filter(|k| seen[1..].iter().all(|r| r.contains_key(k))).max().unwrap();
+    let start = |name: &str| video_start_ms(format!("http://{http}/live/{name}/{newest}.ts"));
+    let source_start = start(names[0]).await;
+    for name in &names[1..] {
+        let rendition_start = start(name).await;
+        assert!(rendition_start.abs_diff(source_start) <= 1, "{name} segment {newest} starts at {rendition_start} ms, the source's at {source_start} ms");
+    }
+    lags.sort();
+    if let (Some(p50), Some(max)) = (lags.get(lags.len() / 2), lags.last()) {
+        eprintln!("rendition segment published after the source's: {} samples, p50 {p50} ms, max {max} ms", lags.len());
+    }
     let _ = publisher.kill().await;
     server.shutdown().await;
 }
@@ -167,6 +243,17 @@ async fn beyond_the_slots_a_channel_queues_as_passthrough_and_starts_when_a_slot
         matches!(pool.job_status("other").map(|s| s.state), Some(JobState::Queued { position: 1 }))
     })
     .await;
+    // Operators see the queue over HTTP: the running job with its PID, the
+    // waiting one with its position.
+    let (code, body) = http_get(&format!("http://{}/transcoder/jobs", server.http_addr)).await;
+    assert_eq!(code, 200, "{body}");
+    let jobs: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(jobs["slots"], 1, "{jobs}");
+    let job = |c: &str| jobs["jobs"].as_array().unwrap().iter().find(|j| j["channel"] == c).cloned().unwrap_or_default();
+    assert_eq!(job("other")["state"], "queued", "{jobs}");
+    assert_eq!(job("other")["position"], 1, "{jobs}");
+    assert_eq!(job("demo")["state"], "running", "{jobs}");
+    assert_eq!(job("demo")["pid"].as_u64().map(|p| p as u32), running_pid(&server, "demo"), "{jobs}");
     // Served as passthrough meanwhile.
     let streams = probe_streams(&format!("http://{}/live/other.flv", server.http_addr)).await;
     assert!(streams.iter().any(|s| s.1 == "h264"), "{streams:?}");

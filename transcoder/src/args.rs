@@ -2,10 +2,13 @@
 //!
 //! One process decodes the source once; a `split` filter feeds one `scale`
 //! and one libx264 encoder per rendition. Every encoder sees the same frames
-//! with the same timestamps and forces keyframes with the same expression
-//! on those timestamps, and scene-cut keyframes are off, so IDR frames land
-//! on identical pts in every rendition: HLS segments line up for ABR
-//! switching. Progress goes to stdout as `-progress` key=value blocks
+//! with the same timestamps and forces keyframes by the same rule, and
+//! scene-cut keyframes are off, so IDR frames land on identical pts in every
+//! rendition. With [`KeyframePolicy::Source`] and `copy_timestamps` (the
+//! origin's default) they also land on the source's own keyframes with the
+//! source's timestamps, so the origin can cut every rendition's HLS segments
+//! where it cut the source's and give them the same media sequence numbers:
+//! a player switches renditions at any segment boundary. Progress goes to stdout as `-progress` key=value blocks
 //! (parsed by [`crate::progress`]); stderr carries warnings and errors only.
 
 use crate::ladder::PlannedRendition;
@@ -30,6 +33,9 @@ pub enum KeyframePolicy {
     /// A fixed GOP in frames (`-g N -keyint_min N`): exact when the frame
     /// rate is constant and known.
     FixedFrames(u32),
+    /// A keyframe exactly where the source has one (`-force_key_frames
+    /// source`): the renditions inherit the source's GOP, whatever it is.
+    Source,
 }
 
 impl Default for KeyframePolicy {
@@ -53,6 +59,9 @@ pub struct EncodeOptions {
     pub output_format: String,
     /// ffmpeg's log level for stderr (`warning` keeps the ring useful).
     pub log_level: String,
+    /// Keep the input's timestamps (`-copyts`) instead of starting the
+    /// outputs at zero, so rendition frames carry the source's timestamps.
+    pub copy_timestamps: bool,
 }
 
 impl Default for EncodeOptions {
@@ -63,6 +72,7 @@ impl Default for EncodeOptions {
             realtime_input: false,
             output_format: "flv".to_owned(),
             log_level: "warning".to_owned(),
+            copy_timestamps: false,
         }
     }
 }
@@ -80,6 +90,9 @@ pub fn ffmpeg_args(input_url: &str, outputs: &[RenditionOutput], options: &Encod
     push(&mut args, &["-nostats", "-progress", "pipe:1"]);
     if options.realtime_input {
         push(&mut args, &["-re"]);
+    }
+    if options.copy_timestamps {
+        push(&mut args, &["-copyts"]);
     }
     push(&mut args, &["-i", input_url]);
     if outputs.is_empty() {
@@ -104,6 +117,9 @@ pub fn ffmpeg_args(input_url: &str, outputs: &[RenditionOutput], options: &Encod
             let n = n.max(1).to_string();
             vec!["-g".into(), n.clone(), "-keyint_min".into(), n, "-sc_threshold".into(), "0".into()]
         }
+        KeyframePolicy::Source => {
+            vec!["-force_key_frames".into(), "source".into(), "-sc_threshold".into(), "0".into()]
+        }
     };
 
     for (i, out) in outputs.iter().enumerate() {
@@ -114,6 +130,12 @@ pub fn ffmpeg_args(input_url: &str, outputs: &[RenditionOutput], options: &Encod
         push(&mut args, &["-b:v", &format!("{}k", r.video_bitrate_kbps)]);
         push(&mut args, &["-maxrate", &format!("{}k", r.maxrate_kbps), "-bufsize", &format!("{}k", r.bufsize_kbps)]);
         push(&mut args, &["-bf", &options.b_frames.to_string()]);
+        if options.copy_timestamps {
+            // Millisecond encoder clock and one output frame per input frame:
+            // otherwise pts are rounded to the frame-rate grid and drift off
+            // the source's by up to half a frame.
+            push(&mut args, &["-enc_time_base:v", "1:1000", "-fps_mode", "passthrough"]);
+        }
         args.extend(keyframe_args.iter().cloned());
         push(&mut args, &["-c:a", "aac", "-b:a", &format!("{}k", r.audio_bitrate_kbps)]);
         push(&mut args, &["-max_muxing_queue_size", "1024"]);
@@ -176,6 +198,14 @@ mod tests {
         assert_eq!(value_after(&args, "-g"), ["60"; 3]);
         assert_eq!(value_after(&args, "-keyint_min"), ["60"; 3]);
         assert!(value_after(&args, "-force_key_frames").is_empty());
+
+        let source = EncodeOptions { keyframes: KeyframePolicy::Source, copy_timestamps: true, ..EncodeOptions::default() };
+        let args = ffmpeg_args("in.flv", &outputs(), &source);
+        assert_eq!(value_after(&args, "-force_key_frames"), ["source"; 3]);
+        let copyts = args.iter().position(|a| a == "-copyts").expect("-copyts");
+        assert!(copyts < args.iter().position(|a| a == "-i").unwrap(), "-copyts goes before the input");
+        assert_eq!(value_after(&args, "-enc_time_base:v"), ["1:1000"; 3]);
+        assert_eq!(value_after(&args, "-fps_mode"), ["passthrough"; 3]);
     }
 
     #[test]

@@ -43,17 +43,26 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?.to_string();
-        if let Some(caller) = state.auth_cache.get(token.as_str()) {
-            return Ok(Auth(caller));
-        }
-        let lookup = token.clone();
-        let caller = blocking(&state.store, move |s| s.authenticate(&lookup)).await?;
-        let caller = caller.ok_or_else(|| {
-            ApiError::unauthorized("invalid_token", "unknown or revoked API token")
-        })?;
-        state.auth_cache.put(token, caller.clone());
-        Ok(Auth(caller))
+        authenticate(state, &token).await.map(Auth)
     }
+}
+
+/// Maps an API token to its account, through the short auth cache (also
+/// used by the WebSocket, whose token comes in the query string).
+pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    if let Some(caller) = state.auth_cache.get(token) {
+        return Ok(caller);
+    }
+    if token.is_empty() || token.len() > 512 {
+        return Err(ApiError::unauthorized("invalid_token", "unknown or revoked API token"));
+    }
+    let lookup = token.to_string();
+    let caller = blocking(&state.store, move |s| s.authenticate(&lookup)).await?;
+    let caller = caller.ok_or_else(|| {
+        ApiError::unauthorized("invalid_token", "unknown or revoked API token")
+    })?;
+    state.auth_cache.put(token.to_string(), caller.clone());
+    Ok(caller)
 }
 
 /// A media node (node token or admin token).

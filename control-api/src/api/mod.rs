@@ -10,9 +10,12 @@ mod edges;
 mod error;
 mod extract;
 mod node;
+mod rooms;
 mod user;
 
 pub use error::ApiError;
+pub(crate) use extract::authenticate;
+pub(crate) use rooms::existing_room;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -59,6 +62,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/edges/{id}/heartbeat"),
     ("GET", "/v1/edges"),
     ("GET", "/v1/play/{channel}"),
+    ("GET", "/v1/gifts"),
+    ("GET", "/v1/rooms"),
+    ("GET", "/v1/rooms/{channel}"),
+    ("POST", "/v1/rooms/{channel}/settings"),
+    ("POST", "/v1/rooms/{channel}/mute"),
+    ("POST", "/v1/rooms/{channel}/ban"),
+    ("POST", "/v1/rooms/{channel}/gifts"),
+    ("POST", "/v1/rooms/{channel}/shares"),
+    ("POST", "/v1/rooms/{channel}/tickets"),
+    ("GET", "/v1/rooms/{channel}/tickets/me"),
+    ("GET", "/v1/rooms/{channel}/ws"),
+    ("GET", "/v1/rankings"),
 ];
 
 /// The hand-written OpenAPI 3.1 document served at `/v1/openapi.json`.
@@ -104,6 +119,18 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/edges/{id}/heartbeat", post(edges::heartbeat))
         .route("/v1/edges", get(edges::list))
         .route("/v1/play/{channel}", get(edges::play))
+        .route("/v1/gifts", get(rooms::gifts))
+        .route("/v1/rooms", get(rooms::list_rooms))
+        .route("/v1/rooms/{channel}", get(rooms::get_room))
+        .route("/v1/rooms/{channel}/settings", post(rooms::update_settings))
+        .route("/v1/rooms/{channel}/mute", post(rooms::mute))
+        .route("/v1/rooms/{channel}/ban", post(rooms::ban))
+        .route("/v1/rooms/{channel}/gifts", post(rooms::send_gift))
+        .route("/v1/rooms/{channel}/shares", post(rooms::create_share))
+        .route("/v1/rooms/{channel}/tickets", post(rooms::buy_ticket))
+        .route("/v1/rooms/{channel}/tickets/me", get(rooms::my_ticket))
+        .route("/v1/rooms/{channel}/ws", get(crate::rooms::ws::connect))
+        .route("/v1/rankings", get(rooms::rankings))
         // A catch-all route, not a Router fallback: the media server merges
         // this router into its own, and axum refuses to merge two fallbacks.
         .route("/v1/{*rest}", any(fallback))

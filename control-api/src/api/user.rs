@@ -28,11 +28,11 @@ pub(crate) fn written<T: Serialize>(status: StatusCode, r: Replayed<T>) -> Respo
     resp
 }
 
-fn scope(auth: &Auth) -> String {
+pub(super) fn scope(auth: &Auth) -> String {
     format!("acct:{}", auth.0.account_id)
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(v)| v)
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
@@ -66,9 +66,9 @@ pub(super) async fn create_account(
     ApiJson(req): ApiJson<CreateAccount>,
 ) -> Result<Response, ApiError> {
     let key = idem.scoped("signup", "POST /v1/accounts", &req);
-    let r = blocking(&state.store, move |s| {
-        s.create_account(&key, &req, now_ms())
-    })
+    // The plane's clock: account age is a vote rule, and tests move time.
+    let now = state.rooms.now_ms();
+    let r = blocking(&state.store, move |s| s.create_account(&key, &req, now))
     .await?;
     if !r.replayed {
         tracing::info!(handle = %r.value.account.handle, "account created");

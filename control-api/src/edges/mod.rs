@@ -7,9 +7,11 @@
 //! beats again); heartbeats and health live in memory.
 //!
 //! `GET /v1/play/{channel}` locates the client (explicit `lat`/`lon`, else
-//! the CIDR table, else the default region), and [`select::Selector`]
+//! the CIDR table, else a GeoLite2 City database when one is configured,
+//! else the default region), and [`select::Selector`]
 //! picks an edge. The wire types here are shared with the edge's client.
 
+pub mod geoip;
 pub mod select;
 
 use std::collections::BTreeMap;
@@ -44,6 +46,9 @@ pub struct EdgesConfig {
     /// Client networks and where they are (`[[control.edges.locations]]`);
     /// the longest matching prefix wins.
     pub locations: Vec<CidrLocation>,
+    /// A MaxMind GeoLite2/GeoIP2 City database (`.mmdb`), consulted for
+    /// clients the CIDR table does not place. Optional; read at start.
+    pub geoip_database: Option<std::path::PathBuf>,
     /// The origin's URLs, answered when no edge is healthy. Empty: derived
     /// from the request's Host header (`http://HOST`, `rtmp://HOSTNAME:1935/live`).
     pub origin_urls: EdgeUrls,
@@ -59,6 +64,7 @@ impl Default for EdgesConfig {
             default_latitude: 0.0,
             default_longitude: 0.0,
             locations: Vec::new(),
+            geoip_database: None,
             origin_urls: EdgeUrls::default(),
         }
     }
@@ -96,6 +102,11 @@ impl EdgesConfig {
                 return Err(ConfigError { key: format!("control.edges.locations[{i}].cidr"), message: "not a network like 10.0.0.0/8".into() });
             }
             check_location(l.latitude, l.longitude).map_err(|m| ConfigError { key: format!("control.edges.locations[{i}].latitude"), message: m })?;
+        }
+        if let Some(path) = &self.geoip_database {
+            if !path.is_file() {
+                return err("geoip_database", &format!("{} is not a readable file (a GeoLite2-City.mmdb)", path.display()));
+            }
         }
         Ok(())
     }
@@ -214,6 +225,7 @@ struct Entry {
 pub struct EdgeRegistry {
     config: EdgesConfig,
     networks: Vec<(Cidr, Location, String)>,
+    geoip: Option<geoip::GeoIp>,
     selector: Selector,
     edges: RwLock<BTreeMap<String, Entry>>,
 }
@@ -224,9 +236,9 @@ pub struct ClientLocation {
     /// Where.
     #[serde(flatten)]
     pub location: Location,
-    /// `explicit`, `cidr`, `default_region` or `default`.
+    /// `explicit`, `cidr`, `geoip`, `default_region` or `default`.
     pub source: &'static str,
-    /// The CIDR row's or default region's label.
+    /// The CIDR row's or default region's label, or the GeoIP country code.
     pub region: String,
 }
 
@@ -240,7 +252,23 @@ impl EdgeRegistry {
             .collect();
         // Longest prefix first: the first match is the most specific.
         networks.sort_by_key(|n| std::cmp::Reverse(n.0.prefix()));
-        EdgeRegistry { selector: Selector::new(config.policy, config.tolerance_km), config, networks, edges: RwLock::new(BTreeMap::new()) }
+        let geoip = config.geoip_database.as_deref().and_then(|path| match geoip::GeoIp::open(path) {
+            Ok(db) => {
+                tracing::info!(path = %path.display(), db = ?db, "edge selection: GeoIP database loaded");
+                Some(db)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "control.edges.geoip_database unusable: clients are placed without it");
+                None
+            }
+        });
+        EdgeRegistry {
+            selector: Selector::new(config.policy, config.tolerance_km),
+            config,
+            networks,
+            geoip,
+            edges: RwLock::new(BTreeMap::new()),
+        }
     }
 
     /// The config in force.
@@ -302,7 +330,7 @@ impl EdgeRegistry {
     }
 
     /// Places a client: explicit location, else the CIDR table, else the
-    /// default region, else the default point.
+    /// GeoIP database, else the default region, else the default point.
     pub fn locate(&self, explicit: Option<Location>, ip: Option<IpAddr>) -> ClientLocation {
         if let Some(location) = explicit {
             return ClientLocation { location, source: "explicit", region: String::new() };
@@ -310,6 +338,9 @@ impl EdgeRegistry {
         if let Some(ip) = ip {
             if let Some((_, location, region)) = self.networks.iter().find(|(c, _, _)| c.contains(ip)) {
                 return ClientLocation { location: *location, source: "cidr", region: region.clone() };
+            }
+            if let Some((location, country)) = self.geoip.as_ref().and_then(|g| g.locate(ip)) {
+                return ClientLocation { location, source: "geoip", region: country };
             }
         }
         let region = &self.config.default_region;

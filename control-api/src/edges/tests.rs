@@ -128,7 +128,44 @@ fn clients_are_located_explicitly_then_by_cidr_then_by_default_region() {
 }
 
 #[test]
+fn a_geoip_database_places_clients_the_cidr_table_does_not_and_picks_their_nearest_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("GeoLite2-City.mmdb");
+    std::fs::write(
+        &db,
+        super::geoip::writer::city_db(&[
+            ("81.2.69.0".parse().unwrap(), 24, 51.51, -0.09, "GB"),
+            ("133.0.0.0".parse().unwrap(), 8, 35.68, 139.69, "JP"),
+            ("10.0.0.0".parse().unwrap(), 8, -33.9, 151.2, "AU"),
+        ]),
+    )
+    .unwrap();
+    let cfg = EdgesConfig {
+        locations: vec![CidrLocation { cidr: "10.0.0.0/8".into(), latitude: 1.0, longitude: 1.0, region: "ten".into() }],
+        geoip_database: Some(db),
+        ..EdgesConfig::default()
+    };
+    cfg.validate().unwrap();
+    let r = EdgeRegistry::new(cfg);
+    let now = Instant::now();
+    r.register(reg("london", 51.5, -0.1), now);
+    r.register(reg("tokyo", 35.7, 139.7), now);
+    let l = r.locate(None, "81.2.69.160".parse().ok());
+    assert_eq!((l.source, l.region.as_str(), l.location.latitude), ("geoip", "GB", 51.51));
+    assert_eq!(r.select(l.location, "81.2.69.160", 0.5, now).unwrap().id, "london");
+    let l = r.locate(None, "133.1.2.3".parse().ok());
+    assert_eq!(r.select(l.location, "133.1.2.3", 0.5, now).unwrap().id, "tokyo");
+    // The CIDR table comes first; outside both, the default.
+    assert_eq!(r.locate(None, "10.1.1.1".parse().ok()).source, "cidr");
+    assert_eq!(r.locate(None, "192.0.2.1".parse().ok()).source, "default");
+}
+
+#[test]
 fn bad_edge_config_keys_are_named() {
+    let cfg = EdgesConfig { geoip_database: Some("/nonexistent/GeoLite2-City.mmdb".into()), ..EdgesConfig::default() };
+    let e = cfg.validate().unwrap_err();
+    assert_eq!(e.key, "control.edges.geoip_database");
+    assert!(e.message.contains("/nonexistent/GeoLite2-City.mmdb"), "{}", e.message);
     let cfg = EdgesConfig { locations: vec![CidrLocation { cidr: "x".into(), latitude: 0.0, longitude: 0.0, region: String::new() }], ..EdgesConfig::default() };
     assert_eq!(cfg.validate().unwrap_err().key, "control.edges.locations[0].cidr");
     let cfg = EdgesConfig { heartbeat_timeout_ms: 1, ..EdgesConfig::default() };

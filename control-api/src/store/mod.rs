@@ -18,8 +18,13 @@
 mod accounts;
 mod ledger;
 mod packages;
+mod rooms;
 mod sqlite;
 
+pub use rooms::{
+    split_payment, GiftOrder, GiftReceipt, Moderation, ModerationRow, RankingRow, RoomSettings,
+    RoomsSnapshot, SettingsUpdate, Share, Ticket,
+};
 pub use packages::{MAX_BATCH_CHANNELS, MAX_BATCH_COUNTER, STOP_REASON};
 pub use sqlite::SqliteStore;
 
@@ -569,6 +574,73 @@ pub trait Store: Send + Sync + 'static {
     fn edges(&self) -> Result<Vec<(String, String)>, StoreError> {
         Ok(Vec::new())
     }
+
+    // Rooms (issue #7): see `store/rooms.rs`.
+
+    /// Every room's settings, moderation and stored score (start-up).
+    fn rooms_snapshot(&self) -> Result<RoomsSnapshot, StoreError>;
+    /// A room's owner and settings; `None` when the channel does not exist.
+    fn room_settings(&self, channel: &str) -> Result<Option<RoomSettings>, StoreError>;
+    /// Changes a room's settings (owner only; values already validated).
+    fn update_room_settings(
+        &self,
+        caller: &Caller,
+        channel: &str,
+        update: &SettingsUpdate,
+        now_ms: i64,
+    ) -> Result<RoomSettings, StoreError>;
+    /// Mutes, bans or unbans an account in a room (owner only).
+    fn moderate(
+        &self,
+        caller: &Caller,
+        channel: &str,
+        target: AccountId,
+        action: Moderation,
+        now_ms: i64,
+    ) -> Result<ModerationRow, StoreError>;
+    /// Sends a gift: one balanced journal entry and its vote, idempotent.
+    fn send_gift(
+        &self,
+        caller: &Caller,
+        idem: &IdemKey,
+        order: &GiftOrder,
+        now_ms: i64,
+    ) -> Result<Replayed<GiftReceipt>, StoreError>;
+    /// Rooms by stored score, best first.
+    fn rankings(&self, limit: u32) -> Result<Vec<RankingRow>, StoreError>;
+    /// The caller's share link for a channel (created once).
+    fn create_share(
+        &self,
+        caller: &Caller,
+        idem: &IdemKey,
+        channel: &str,
+        now_ms: i64,
+    ) -> Result<Replayed<Share>, StoreError>;
+    /// A share link by code.
+    fn share(&self, code: &str) -> Result<Option<Share>, StoreError>;
+    /// Counts a visit through a share link.
+    fn record_share_play(&self, code: &str, channel: &str) -> Result<bool, StoreError>;
+    /// Buys a ticket (or returns the caller's unexpired one), idempotent.
+    fn buy_ticket(
+        &self,
+        caller: &Caller,
+        idem: &IdemKey,
+        channel: &str,
+        fee_bps: u32,
+        validity_ms: i64,
+        now_ms: i64,
+    ) -> Result<Replayed<Ticket>, StoreError>;
+    /// The account's unexpired ticket for a channel.
+    fn current_ticket(
+        &self,
+        account: AccountId,
+        channel: &str,
+        now_ms: i64,
+    ) -> Result<Option<Ticket>, StoreError>;
+    /// Counts one activity event of an account; returns its new total.
+    fn record_activity(&self, account: AccountId, now_ms: i64) -> Result<i64, StoreError>;
+    /// An account's activity events.
+    fn activity(&self, account: AccountId) -> Result<i64, StoreError>;
 }
 
 /// Checks an account handle; the message names the rule.

@@ -13,7 +13,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    accounts, ledger, packages, system, Account, AccountId, Caller, Channel, ChannelUsageHistory,
+    accounts, ledger, packages, rooms, system, Account, AccountId, Caller, Channel, ChannelUsageHistory,
     CreateAccount, IdemKey, LedgerAudit, NewAccount, NewStreamKey, NewToken, Package,
     PublishLookup, Replayable, Replayed, StatementLine, Store, StoreError, StreamKeyInfo,
     TransferReceipt,
@@ -25,6 +25,7 @@ use crate::hooks::{StopOrder, UsageBatch, UsageReceipt};
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (2, include_str!("../../migrations/0002_edges.sql")),
+    (3, include_str!("../../migrations/0003_rooms.sql")),
 ];
 
 /// Most writes committed together in one transaction (group commit).
@@ -529,6 +530,104 @@ impl Store for SqliteStore {
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
+    }
+
+    fn rooms_snapshot(&self) -> Result<rooms::RoomsSnapshot, StoreError> {
+        self.read(rooms::snapshot)
+    }
+
+    fn room_settings(&self, channel: &str) -> Result<Option<rooms::RoomSettings>, StoreError> {
+        self.read(|c| rooms::settings(c, channel))
+    }
+
+    fn update_room_settings(
+        &self,
+        caller: &Caller,
+        channel: &str,
+        update: &rooms::SettingsUpdate,
+        now_ms: i64,
+    ) -> Result<rooms::RoomSettings, StoreError> {
+        let (caller, channel, update) = (caller.clone(), channel.to_string(), update.clone());
+        self.write(move |tx| rooms::update_settings(tx, &caller, &channel, &update, now_ms))
+    }
+
+    fn moderate(
+        &self,
+        caller: &Caller,
+        channel: &str,
+        target: AccountId,
+        action: rooms::Moderation,
+        now_ms: i64,
+    ) -> Result<rooms::ModerationRow, StoreError> {
+        let (caller, channel) = (caller.clone(), channel.to_string());
+        self.write(move |tx| rooms::moderate(tx, &caller, &channel, target, action, now_ms))
+    }
+
+    fn send_gift(
+        &self,
+        caller: &Caller,
+        idem: &IdemKey,
+        order: &rooms::GiftOrder,
+        now_ms: i64,
+    ) -> Result<Replayed<rooms::GiftReceipt>, StoreError> {
+        let (caller, order) = (caller.clone(), order.clone());
+        self.idempotent(idem, now_ms, move |tx| rooms::send_gift(tx, &caller, &order, now_ms))
+    }
+
+    fn rankings(&self, limit: u32) -> Result<Vec<rooms::RankingRow>, StoreError> {
+        self.read(|c| rooms::rankings(c, limit))
+    }
+
+    fn create_share(
+        &self,
+        caller: &Caller,
+        idem: &IdemKey,
+        channel: &str,
+        now_ms: i64,
+    ) -> Result<Replayed<rooms::Share>, StoreError> {
+        let (caller, channel) = (caller.clone(), channel.to_string());
+        self.idempotent(idem, now_ms, move |tx| rooms::create_share(tx, &caller, &channel, now_ms))
+    }
+
+    fn share(&self, code: &str) -> Result<Option<rooms::Share>, StoreError> {
+        self.read(|c| rooms::share(c, code))
+    }
+
+    fn record_share_play(&self, code: &str, channel: &str) -> Result<bool, StoreError> {
+        let (code, channel) = (code.to_string(), channel.to_string());
+        self.write(move |tx| rooms::record_share_play(tx, &code, &channel))
+    }
+
+    fn buy_ticket(
+        &self,
+        caller: &Caller,
+        idem: &IdemKey,
+        channel: &str,
+        fee_bps: u32,
+        validity_ms: i64,
+        now_ms: i64,
+    ) -> Result<Replayed<rooms::Ticket>, StoreError> {
+        let (caller, channel) = (caller.clone(), channel.to_string());
+        self.idempotent(idem, now_ms, move |tx| {
+            rooms::buy_ticket(tx, &caller, &channel, fee_bps, validity_ms, now_ms)
+        })
+    }
+
+    fn current_ticket(
+        &self,
+        account: AccountId,
+        channel: &str,
+        now_ms: i64,
+    ) -> Result<Option<rooms::Ticket>, StoreError> {
+        self.read(|c| rooms::current_ticket(c, account, channel, now_ms))
+    }
+
+    fn record_activity(&self, account: AccountId, now_ms: i64) -> Result<i64, StoreError> {
+        self.write(move |tx| rooms::record_activity(tx, account, now_ms))
+    }
+
+    fn activity(&self, account: AccountId) -> Result<i64, StoreError> {
+        self.read(|c| rooms::activity(c, account))
     }
 
     fn seed(&self, config: &ControlConfig, now_ms: i64) -> Result<(), StoreError> {

@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
-use westream_control::{ControlConfig, ControlPlane, ProductConfig};
+use westream_control::{ControlConfig, ControlPlane, ManualClock, ProductConfig};
 
 pub const ADMIN: &str = "dev-admin-token";
 pub const NODE: &str = "test-node-token";
@@ -57,9 +57,37 @@ pub async fn start_with(cfg: ControlConfig) -> TestServer {
     start_in(cfg, dir).await
 }
 
+/// A server whose rooms, votes and tickets read `clock` (starts at the
+/// system time, so account ages are real until the test moves it).
+pub async fn start_clocked(cfg: ControlConfig) -> (TestServer, std::sync::Arc<ManualClock>) {
+    let clock = std::sync::Arc::new(ManualClock::at_system_now());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_full(cfg, dir, clock.clone()).await;
+    (server, clock)
+}
+
+/// Room limits that stay out of the way: votes from any account, generous
+/// rates. Tests of a limit set it back.
+pub fn open_rooms_config() -> ControlConfig {
+    let mut cfg = test_config();
+    cfg.rooms.min_account_age_ms = 0;
+    cfg.rooms.min_activity_events = 0;
+    cfg.rooms.gift_rate_requests = 1_000_000;
+    cfg.rooms.chat_rate_messages = 1_000_000;
+    cfg
+}
+
 pub async fn start_in(cfg: ControlConfig, dir: tempfile::TempDir) -> TestServer {
+    start_full(cfg, dir, std::sync::Arc::new(westream_control::SystemClock)).await
+}
+
+pub async fn start_full(
+    cfg: ControlConfig,
+    dir: tempfile::TempDir,
+    clock: std::sync::Arc<dyn westream_control::Clock>,
+) -> TestServer {
     let path = dir.path().to_path_buf();
-    let plane = tokio::task::spawn_blocking(move || ControlPlane::open(cfg, &path))
+    let plane = tokio::task::spawn_blocking(move || ControlPlane::open_with_clock(cfg, &path, clock))
         .await
         .expect("join")
         .expect("open control plane");
@@ -68,6 +96,11 @@ pub async fn start_in(cfg: ControlConfig, dir: tempfile::TempDir) -> TestServer 
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let router = plane.router();
+    // As a server should: small WebSocket events must not wait for Nagle.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
@@ -191,6 +224,54 @@ impl TestServer {
         r.body["key"].as_str().expect("key").to_string()
     }
 
+    /// Signs up, funds, and returns (token, account id).
+    pub async fn account(&self, handle: &str, fund: i64) -> (String, i64) {
+        let r = self
+            .post("/v1/accounts", None, json!({ "handle": handle }))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        let token = r.body["token"].as_str().expect("token").to_string();
+        let id = r.body["account"]["id"].as_i64().expect("id");
+        if fund > 0 {
+            self.fund(&token, fund).await;
+        }
+        (token, id)
+    }
+
+    /// A streamer with a channel of the same name: (token, account id).
+    pub async fn streamer(&self, handle: &str) -> (String, i64) {
+        let (token, id) = self.account(handle, 0).await;
+        let r = self
+            .post("/v1/channels", Some(&token), json!({ "name": handle }))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        (token, id)
+    }
+
+    /// Sends a gift with a fresh idempotency key.
+    pub async fn gift(&self, token: &str, channel: &str, body: Value) -> Resp {
+        self.post(&format!("/v1/rooms/{channel}/gifts"), Some(token), body)
+            .await
+    }
+
+    /// Changes room settings as the owner; asserts success.
+    pub async fn room_settings(&self, token: &str, channel: &str, body: Value) -> Value {
+        let r = self
+            .post(&format!("/v1/rooms/{channel}/settings"), Some(token), body)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        r.body
+    }
+
+    /// The WebSocket URL of a room.
+    pub fn ws_url(&self, channel: &str, token: Option<&str>) -> String {
+        let base = self.base.replacen("http://", "ws://", 1);
+        match token {
+            Some(t) => format!("{base}/v1/rooms/{channel}/ws?token={t}"),
+            None => format!("{base}/v1/rooms/{channel}/ws"),
+        }
+    }
+
     pub async fn audit(&self) -> Value {
         let r = self.get("/v1/admin/ledger/audit", Some(ADMIN)).await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
@@ -204,3 +285,27 @@ impl TestServer {
         r.body["packages"].as_array().expect("packages").clone()
     }
 }
+
+/// A client that upgrades and then never reads or writes again.
+pub async fn idle_client(addr: &str, channel: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "GET /v1/rooms/{channel}/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    sock.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = [0u8; 512];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
+            .await
+            .expect("handshake in time")
+            .expect("read");
+        assert!(n > 0, "closed during handshake");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
+    sock
+}
+

@@ -13,7 +13,11 @@
 //!
 //! Media sequence numbers start at the Unix time in seconds when the
 //! channel goes live, so a later broadcast of the same channel never reuses
-//! a segment URL that a cache may still hold.
+//! a segment URL that a cache may still hold. A transcoded rendition
+//! (`{channel}_{rendition}`, told apart by [`HlsPackager::set_source_of`])
+//! follows its source's segment starts and numbers (see
+//! [`segmenter::CutLog`]), so a segment `N` of every rendition covers the
+//! same span of the broadcast as the source's segment `N`.
 
 pub mod aac;
 pub mod avc;
@@ -38,7 +42,10 @@ use crate::config::{ms, valid_channel_name, HlsConfig};
 use crate::hub::{Hub, Stream};
 use crate::metrics::Metrics;
 use playlist::ChannelPlaylist;
-use segmenter::{Segment, Segmenter};
+use segmenter::{CutLog, Segment, Segmenter};
+
+/// Maps a rendition channel to its source channel; `None` for a source.
+pub type SourceOf = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// HLS metrics, registered in the media server's registry.
 #[derive(Clone)]
@@ -85,6 +92,8 @@ pub struct ChannelEntry {
     pub playlist: Arc<RwLock<ChannelPlaylist>>,
     /// The hub stream it follows (for metering served bytes).
     pub stream: Arc<Stream>,
+    /// Where its segments started, for its renditions to follow.
+    pub cuts: Arc<CutLog>,
 }
 
 /// The HLS side of the server: the channels and what the handlers share.
@@ -93,6 +102,7 @@ pub struct HlsPackager {
     config: HlsConfig,
     data_dir: PathBuf,
     channels: DashMap<String, ChannelEntry>,
+    source_of: std::sync::OnceLock<SourceOf>,
     metrics: HlsMetrics,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -115,12 +125,21 @@ impl HlsPackager {
             config,
             data_dir,
             channels: DashMap::new(),
+            source_of: std::sync::OnceLock::new(),
             metrics,
             shutdown,
             tasks: tasks.clone(),
         });
         tasks.spawn(Arc::clone(&packager).run(went_live));
         packager
+    }
+
+    /// Tells renditions from sources (set once, before publishers connect):
+    /// a rendition's segments follow its source's.
+    pub fn set_source_of(&self, source_of: SourceOf) {
+        if self.source_of.set(source_of).is_err() {
+            tracing::warn!("hls: rendition mapping set twice; keeping the first");
+        }
     }
 
     /// The packaging settings.
@@ -179,16 +198,31 @@ impl HlsPackager {
             c.playlist_length,
             c.extra_segments_kept,
         )));
-        let entry = ChannelEntry { playlist, stream };
+        let entry = ChannelEntry { playlist, stream, cuts: Arc::new(CutLog::default()) };
+        let leader = self
+            .source_of
+            .get()
+            .and_then(|f| f(name))
+            .and_then(|source| self.channels.get(&source).map(|e| Arc::clone(&e.cuts)));
         // A channel that comes back after it ended starts fresh.
         self.channels.insert(name.to_string(), entry.clone());
         let span = tracing::info_span!("hls", channel = %name);
-        self.tasks.spawn(Arc::clone(self).segment_channel(sub, entry).instrument(span));
+        self.tasks.spawn(Arc::clone(self).segment_channel(sub, entry, leader).instrument(span));
     }
 
-    async fn segment_channel(self: Arc<Self>, mut sub: crate::hub::Subscription, entry: ChannelEntry) {
+    async fn segment_channel(
+        self: Arc<Self>,
+        mut sub: crate::hub::Subscription,
+        entry: ChannelEntry,
+        leader: Option<Arc<CutLog>>,
+    ) {
         let first_sequence = unix_ms() / 1000;
-        let mut segmenter = Segmenter::new(self.config.segment_duration_ms, first_sequence);
+        let mut segmenter =
+            Segmenter::new(self.config.segment_duration_ms, first_sequence).with_log(Arc::clone(&entry.cuts));
+        if let Some(leader) = leader {
+            tracing::info!("hls: a rendition; following its source's segments");
+            segmenter = segmenter.follow(leader);
+        }
         let mut dropped = sub.dropped();
         tracing::info!(first_sequence, "hls segmenter started");
         loop {

@@ -13,8 +13,19 @@
 //!   skipped forward) or new codec parameters carries `discontinuity`, and
 //!   only such a segment.
 //! - Malformed frames are skipped and counted, never a panic.
+//! - A segmenter can record where its segments start in a [`CutLog`], and
+//!   another can follow that log ([`Segmenter::follow`]): a transcoded
+//!   rendition whose keyframes and timestamps are the source's is then cut
+//!   at the same presentation times and numbered with the same media
+//!   sequence numbers, so players switch renditions at any boundary. A
+//!   follower that finds no matching cut (the renditions' keyframes are not
+//!   the source's) falls back to cutting on its own after twice the target.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
 
 use super::aac::AacConfig;
 use super::avc::{AvcDecoderConfig, SpsInfo};
@@ -50,8 +61,50 @@ pub struct StreamParams {
     pub resolution: Option<(u32, u32)>,
 }
 
+/// Where one segment of a leader started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    /// Presentation time of its first (key)frame, ms on the stream timeline.
+    pub pts: u64,
+    /// Its media sequence number.
+    pub sequence: u64,
+}
+
+/// The recent segment starts of one channel, shared with its followers
+/// (its transcoded renditions). Bounded; written once per segment.
+#[derive(Debug, Default)]
+pub struct CutLog {
+    cuts: Mutex<VecDeque<Cut>>,
+}
+
+/// Cuts a [`CutLog`] keeps: far more than a follower can lag behind.
+const CUT_LOG_LEN: usize = 64;
+
+/// How far (ms) a follower's keyframe may be from a leader's cut and still
+/// match it: under half a frame at 60 fps. Timestamps copied by ffmpeg are
+/// equal to the millisecond.
+pub const CUT_MATCH_TOLERANCE_MS: u64 = 8;
+
+impl CutLog {
+    /// Records a segment start.
+    pub fn record(&self, cut: Cut) {
+        let mut cuts = self.cuts.lock();
+        if cuts.len() == CUT_LOG_LEN {
+            cuts.pop_front();
+        }
+        cuts.push_back(cut);
+    }
+
+    /// The sequence number of the cut at `pts` (within the tolerance).
+    pub fn find(&self, pts: u64) -> Option<u64> {
+        let cuts = self.cuts.lock();
+        cuts.iter().rev().find(|c| c.pts.abs_diff(pts) <= CUT_MATCH_TOLERANCE_MS).map(|c| c.sequence)
+    }
+}
+
 #[derive(Debug)]
 struct OpenSegment {
+    sequence: u64,
     buf: BytesMut,
     start_dts: u64,
     last_dts: u64,
@@ -87,6 +140,16 @@ pub struct Segmenter {
     /// Wall clock of dts 0 on this stretch of timeline (re-anchored at breaks).
     clock_anchor: Option<(u64, u64)>,
     au: BytesMut,
+    /// Where this segmenter records its segment starts.
+    log: Option<Arc<CutLog>>,
+    /// The leader whose cuts this segmenter follows.
+    leader: Option<Arc<CutLog>>,
+    /// A follower has handed out a sequence number (its own or the leader's).
+    numbered: bool,
+    /// A follower waiting for a matching cut: the first keyframe it saw.
+    waiting_since: Option<u64>,
+    /// A follower that found no matching cut for a while cuts on its own.
+    on_own: bool,
     /// Frames that were not muxed.
     pub skipped: SkipCounts,
 }
@@ -106,13 +169,31 @@ impl Segmenter {
             params_changed: false,
             clock_anchor: None,
             au: BytesMut::new(),
+            log: None,
+            leader: None,
+            numbered: false,
+            waiting_since: None,
+            on_own: false,
             skipped: SkipCounts::default(),
         }
     }
 
+    /// Records every segment start in `log` (for followers).
+    pub fn with_log(mut self, log: Arc<CutLog>) -> Segmenter {
+        self.log = Some(log);
+        self
+    }
+
+    /// Cuts where `leader` cut, with its sequence numbers (see the module
+    /// docs); `first_sequence` only numbers segments cut on our own.
+    pub fn follow(mut self, leader: Arc<CutLog>) -> Segmenter {
+        self.leader = Some(leader);
+        self
+    }
+
     /// The sequence number the next finished segment will get.
     pub fn next_sequence(&self) -> u64 {
-        self.next_sequence
+        self.open.as_ref().map_or(self.next_sequence, |o| o.sequence)
     }
 
     /// The subscription skipped frames (it lagged): the current segment ends
@@ -187,10 +268,10 @@ impl Segmenter {
         }
         let mut closed = None;
         if frame.keyframe {
-            let due = self.open.as_ref().is_some_and(|o| frame.dts.saturating_sub(o.start_dts) >= self.target_ms);
-            if self.open.is_none() || due || self.params_changed || self.pending_discontinuity {
+            let pts = frame.dts.saturating_add_signed(i64::from(frame.cts));
+            if let Some(sequence) = self.cut_here(frame.dts, pts) {
                 closed = self.close(Some(frame.dts));
-                self.open_segment(frame.dts, now_ms);
+                self.open_segment(frame.dts, pts, sequence, now_ms);
             }
         }
         let au = std::mem::take(&mut self.au);
@@ -229,17 +310,59 @@ impl Segmenter {
         let mut closed = None;
         if self.avc.is_none() {
             // Audio only: cut on time.
-            let due = self.open.as_ref().is_some_and(|o| frame.dts.saturating_sub(o.start_dts) >= self.target_ms);
-            if self.open.is_none() || due || self.params_changed || self.pending_discontinuity {
+            if let Some(sequence) = self.cut_here(frame.dts, frame.dts) {
                 closed = self.close(Some(frame.dts));
-                self.open_segment(frame.dts, now_ms);
+                self.open_segment(frame.dts, frame.dts, sequence, now_ms);
             }
         }
         self.write(TsTrack::Audio, frame, &body);
         closed
     }
 
-    fn open_segment(&mut self, dts: u64, now_ms: u64) {
+    /// Whether a frame that may start a segment does, and with which
+    /// sequence number.
+    fn cut_here(&mut self, dts: u64, pts: u64) -> Option<u64> {
+        let age = self.open.as_ref().map(|o| dts.saturating_sub(o.start_dts));
+        let forced = self.params_changed || self.pending_discontinuity;
+        let Some(leader) = &self.leader else {
+            let due = age.is_none_or(|a| a >= self.target_ms);
+            return (due || forced).then(|| self.take_sequence(None));
+        };
+        // Followers take the leader's number when it keeps ours increasing.
+        if let Some(sequence) = leader.find(pts).filter(|s| !self.numbered || *s >= self.next_sequence) {
+            self.waiting_since = None;
+            self.on_own = false;
+            return Some(self.take_sequence(Some(sequence)));
+        }
+        let lost = 2 * self.target_ms;
+        let own = match age {
+            // Open: cut on our own only once the leader's cuts stopped
+            // matching (then by the usual rule until they match again).
+            Some(a) => a >= lost || (self.on_own && a >= self.target_ms) || forced,
+            // Nothing open: wait (frames are skipped) for a matching cut, but not for ever.
+            None => dts.saturating_sub(*self.waiting_since.get_or_insert(dts)) >= lost,
+        };
+        own.then(|| {
+            if !self.on_own {
+                tracing::debug!(dts, "hls: no matching source cut; this rendition cuts on its own");
+            }
+            self.waiting_since = None;
+            self.on_own = true;
+            self.take_sequence(None)
+        })
+    }
+
+    fn take_sequence(&mut self, leader: Option<u64>) -> u64 {
+        let sequence = leader.unwrap_or(self.next_sequence);
+        self.next_sequence = sequence + 1;
+        self.numbered = true;
+        sequence
+    }
+
+    fn open_segment(&mut self, dts: u64, pts: u64, sequence: u64, now_ms: u64) {
+        if let Some(log) = &self.log {
+            log.record(Cut { pts, sequence });
+        }
         let config = TsConfig {
             has_video: self.avc.is_some(),
             has_audio: self.aac.is_some(),
@@ -260,6 +383,7 @@ impl Segmenter {
         self.pending_discontinuity = false;
         self.params_changed = false;
         self.open = Some(OpenSegment {
+            sequence,
             buf,
             start_dts: dts,
             last_dts: dts,
@@ -310,10 +434,8 @@ impl Segmenter {
         // FRAME-RATE is written.
         let frame_rate = (open.video_frames > 1)
             .then(|| (f64::from(open.video_frames) * 100_000.0 / duration_ms as f64).round() / 100.0);
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
         Some(Segment {
-            sequence,
+            sequence: open.sequence,
             duration_ms,
             frame_rate,
             discontinuity: open.discontinuity,

@@ -4,6 +4,8 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 
+use std::sync::Arc;
+
 use super::*;
 use crate::hls::playlist::{self, ChannelPlaylist};
 use crate::media::Frame;
@@ -90,6 +92,40 @@ fn video_is_cut_at_the_first_keyframe_after_the_target() {
     let last = s.finish().expect("open segment finished");
     assert_eq!(last.sequence, 11);
     assert!((1900..=2100).contains(&last.duration_ms), "{}", last.duration_ms);
+}
+
+#[test]
+fn a_follower_cuts_where_its_leader_did_with_the_same_numbers() {
+    let log = Arc::new(CutLog::default());
+    let mut leader = Segmenter::new(2000, 500).with_log(Arc::clone(&log));
+    let led = publish_av(&mut leader, START, 10, 30, 0);
+    assert_eq!(led.iter().map(|s| s.sequence).collect::<Vec<_>>(), [500, 501, 502, 503]);
+    // A rendition joins a second late, numbering on its own from much
+    // later: it skips to the leader's next cut and takes its numbers.
+    let mut follower = Segmenter::new(2000, 9_000).follow(log);
+    let mut followed = publish_av(&mut follower, START + 1000, 9, 30, 0);
+    assert!(follower.skipped.waiting > 0, "frames before the first matching cut are skipped");
+    followed.extend(follower.finish());
+    let pairs: Vec<(u64, u64)> = followed.iter().map(|s| (s.sequence, s.duration_ms)).collect();
+    assert_eq!(&pairs[..3], [(501, 2000), (502, 2000), (503, 2000)]);
+    for seg in &followed {
+        assert_ts(seg);
+    }
+}
+
+#[test]
+fn a_follower_whose_keyframes_match_no_cut_cuts_on_its_own() {
+    let log = Arc::new(CutLog::default());
+    let mut leader = Segmenter::new(2000, 500).with_log(Arc::clone(&log));
+    publish_av(&mut leader, START, 12, 30, 0);
+    // Keyframes half a second off the leader's: nothing matches.
+    let mut follower = Segmenter::new(2000, 9_000).follow(log);
+    let segs = publish_av(&mut follower, START + 500, 11, 30, 0);
+    assert!(segs.len() >= 3, "{segs:?}");
+    assert_eq!(segs[0].sequence, 9_000, "its own numbers");
+    // The first waits for twice the target, then the usual rule holds.
+    assert_eq!(segs.iter().skip(1).map(|s| s.duration_ms).collect::<Vec<_>>()[..2], [2000, 2000]);
+    assert!(segs.windows(2).all(|w| w[1].sequence == w[0].sequence + 1));
 }
 
 #[test]

@@ -38,6 +38,7 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
     Router::new()
         .route("/live/{file}", get(flv::play))
         .route("/metrics", get(metrics))
+        .route("/transcoder/jobs", get(crate::transcode::jobs))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(ctx)
 }

@@ -21,6 +21,14 @@ pub enum Track {
 /// frame of its replacement, so the two never share a timestamp.
 pub const RECONNECT_GAP_MS: u64 = 40;
 
+/// A returning publisher whose clock goes on from where the stream was (at
+/// least [`RECONNECT_GAP_MS`] past the newest timestamp, at most this much)
+/// keeps its own timestamps instead of being rebased. An encoder that
+/// restarts from zero is rebased; one that carries the source's timestamps
+/// (a restarted transcoder worker) stays on them, so its renditions stay
+/// aligned with the source.
+pub const CONTINUE_WINDOW_MS: u64 = 60_000;
+
 /// The timestamp mapper of one stream.
 #[derive(Debug, Default, Clone)]
 pub struct Timeline {
@@ -39,7 +47,8 @@ impl Timeline {
     }
 
     /// The next publisher (after a reconnect) starts just after the newest
-    /// timestamp sent so far, whatever its own clock says.
+    /// timestamp sent so far, unless its own clock already continues the
+    /// stream (see [`CONTINUE_WINDOW_MS`]).
     pub fn restart(&mut self) {
         self.last_raw = None;
         self.rebase_on_next = self.newest.is_some();
@@ -60,7 +69,11 @@ impl Timeline {
         };
         if self.rebase_on_next {
             let start = self.newest.unwrap_or(0) + RECONNECT_GAP_MS;
-            self.offset = start as i64 - ext;
+            let as_is = ext + self.offset;
+            let continues = as_is >= start as i64 && as_is <= (start + CONTINUE_WINDOW_MS) as i64;
+            if !continues {
+                self.offset = start as i64 - ext;
+            }
             self.rebase_on_next = false;
         }
         self.last_raw = Some(raw);
@@ -111,6 +124,21 @@ mod tests {
         t.restart();
         assert_eq!(t.map(Track::Video, 0), 5010 + RECONNECT_GAP_MS);
         assert_eq!(t.map(Track::Audio, 21), 5010 + RECONNECT_GAP_MS + 21);
+    }
+
+    #[test]
+    fn a_reconnect_whose_clock_goes_on_keeps_it() {
+        let mut t = Timeline::new();
+        t.map(Track::Video, 100_000);
+        t.restart();
+        // A restarted transcoder worker carries the source's timestamps on.
+        assert_eq!(t.map(Track::Video, 103_000), 103_000);
+        t.restart();
+        // Too close (would collide) or too far ahead: rebased as usual.
+        assert_eq!(t.map(Track::Video, 103_010), 103_000 + RECONNECT_GAP_MS);
+        t.restart();
+        let newest = 103_000 + RECONNECT_GAP_MS;
+        assert_eq!(t.map(Track::Video, 10_000_000), newest + RECONNECT_GAP_MS);
     }
 
     proptest! {

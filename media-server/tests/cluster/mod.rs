@@ -57,15 +57,56 @@ impl Drop for Node {
     }
 }
 
-/// An origin + control plane and its edges.
+/// An origin + control plane, more plain origins, and edges.
 pub struct Cluster {
     pub origin: Node,
     pub relay: SocketAddr,
     pub cert_sha256: String,
+    /// Plain origins (static channel `demo`/`demo-key`, no control plane),
+    /// with their relay address and certificate fingerprint. Edges started
+    /// after [`Cluster::add_origin`] list them first, so they pull from them.
+    pub origins: Vec<(Node, SocketAddr, String)>,
     pub edges: Vec<(String, Node)>,
+    /// `hub.publisher_grace_ms` of edges started from now on: how long an
+    /// edge keeps its viewers while its upstream is being replaced.
+    pub edge_grace_ms: u64,
+}
+
+/// Writes `{dir}/{file}`: the settings every node shares (short segments,
+/// the given publisher grace), then `rest`.
+fn node_config(dir: &std::path::Path, file: &str, grace_ms: u64, rest: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(file);
+    let text = format!("[hub]\npublisher_grace_ms = {grace_ms}\n[hls]\nsegment_duration_ms = 1000\n{rest}");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `westream serve` with a relay; waits for HTTP and the certificate
+/// fingerprint it writes.
+fn start_serve(dir: &std::path::Path, config: &std::path::Path) -> (Node, SocketAddr, String) {
+    let (rtmp, http): (SocketAddr, SocketAddr) =
+        (format!("127.0.0.1:{}", free_tcp()).parse().unwrap(), format!("127.0.0.1:{}", free_tcp()).parse().unwrap());
+    let relay: SocketAddr = format!("127.0.0.1:{}", free_udp()).parse().unwrap();
+    let mut child = spawn(&["serve"], config, dir, rtmp, http, &["--relay-listen".into(), relay.to_string()]);
+    wait_http(http, &mut child, &dir.join("stderr.log"));
+    let fp_file = dir.join("relay-cert.pem.sha256");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cert_sha256 = loop {
+        if let Ok(s) = std::fs::read_to_string(&fp_file) {
+            if s.trim().len() == 64 {
+                break s.trim().to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "origin wrote no certificate fingerprint");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (Node { child, rtmp, http, dir: dir.to_path_buf() }, relay, cert_sha256)
 }
 
 fn spawn(args: &[&str], config: &std::path::Path, dir: &std::path::Path, rtmp: SocketAddr, http: SocketAddr, extra: &[String]) -> Child {
+    // Logs (stdout) and errors in one file per node.
+    let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_westream"))
         .args(args)
         .arg("--config")
@@ -75,8 +116,8 @@ fn spawn(args: &[&str], config: &std::path::Path, dir: &std::path::Path, rtmp: S
         .arg(dir)
         .args(extra)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
         .spawn()
         .expect("westream starts")
 }
@@ -86,16 +127,12 @@ impl Cluster {
     /// `[control.edges]` heartbeat timeout.
     pub fn start_origin(scratch: PathBuf, heartbeat_timeout_ms: u64) -> Cluster {
         let dir = scratch.join("origin");
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("origin.toml");
-        std::fs::write(
-            &config,
-            format!(
+        let config = node_config(
+            &dir,
+            "origin.toml",
+            400,
+            &format!(
                 r#"
-[hub]
-publisher_grace_ms = 400
-[hls]
-segment_duration_ms = 1000
 [relay]
 enabled = true
 [control]
@@ -118,41 +155,48 @@ name = "demo"
 stream_keys = ["demo-key"]
 "#
             ),
-        )
-        .unwrap();
-        let (rtmp, http): (SocketAddr, SocketAddr) =
-            (format!("127.0.0.1:{}", free_tcp()).parse().unwrap(), format!("127.0.0.1:{}", free_tcp()).parse().unwrap());
-        let relay: SocketAddr = format!("127.0.0.1:{}", free_udp()).parse().unwrap();
-        let mut child = spawn(&["serve"], &config, &dir, rtmp, http, &["--relay-listen".into(), relay.to_string()]);
-        wait_http(http, &mut child, &dir.join("stderr.log"));
-        let fp_file = dir.join("relay-cert.pem.sha256");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let cert_sha256 = loop {
-            if let Ok(s) = std::fs::read_to_string(&fp_file) {
-                if s.trim().len() == 64 {
-                    break s.trim().to_string();
-                }
-            }
-            assert!(Instant::now() < deadline, "origin wrote no certificate fingerprint");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        Cluster { origin: Node { child, rtmp, http, dir }, relay, cert_sha256, edges: Vec::new() }
+        );
+        let (origin, relay, cert_sha256) = start_serve(&dir, &config);
+        Cluster { origin, relay, cert_sha256, origins: Vec::new(), edges: Vec::new(), edge_grace_ms: 400 }
+    }
+
+    /// Starts a plain origin (no control plane): channel `demo`, key
+    /// `demo-key`, relay open to the cluster's node token.
+    pub fn add_origin(&mut self, id: &str) {
+        let dir = self.origin.dir.parent().unwrap().join(id);
+        let config = node_config(
+            &dir,
+            "origin.toml",
+            400,
+            &format!(
+                r#"
+[relay]
+enabled = true
+node_tokens = ["{NODE_TOKEN}"]
+[[channels]]
+name = "demo"
+stream_key = "demo-key"
+"#
+            ),
+        );
+        self.origins.push(start_serve(&dir, &config));
     }
 
     /// Starts an edge process at a location; it registers with the origin's
     /// control plane and heartbeats every `heartbeat_interval_ms`.
     pub fn add_edge(&mut self, id: &str, latitude: f64, longitude: f64, heartbeat_interval_ms: u64) {
         let dir = self.origin.dir.parent().unwrap().join(id);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("edge.toml");
-        std::fs::write(
-            &config,
-            format!(
+        let mut origins = String::new();
+        let listed = self.origins.iter().map(|(_, relay, cert)| (relay, cert)).chain([(&self.relay, &self.cert_sha256)]);
+        for (relay, cert) in listed {
+            origins.push_str(&format!("[[edge.origins]]\nquic_addr = \"{relay}\"\ncert_sha256 = \"{cert}\"\n"));
+        }
+        let config = node_config(
+            &dir,
+            "edge.toml",
+            self.edge_grace_ms,
+            &format!(
                 r#"
-[hub]
-publisher_grace_ms = 400
-[hls]
-segment_duration_ms = 1000
 [edge]
 id = "{id}"
 region = "{id}"
@@ -161,14 +205,9 @@ longitude = {longitude}
 node_token = "{NODE_TOKEN}"
 heartbeat_interval_ms = {heartbeat_interval_ms}
 upstream_wait_ms = 5000
-[[edge.origins]]
-quic_addr = "{}"
-cert_sha256 = "{}"
-"#,
-                self.relay, self.cert_sha256
+{origins}"#
             ),
-        )
-        .unwrap();
+        );
         let (rtmp, http): (SocketAddr, SocketAddr) =
             (format!("127.0.0.1:{}", free_tcp()).parse().unwrap(), format!("127.0.0.1:{}", free_tcp()).parse().unwrap());
         let control = format!("http://{}", self.origin.http);

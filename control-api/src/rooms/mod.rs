@@ -1,0 +1,497 @@
+//! Rooms: one per channel. Live state and viewer counts from the media
+//! server, the WebSocket chat with its limits, gift events, and the ticket
+//! prices the play hooks read.
+//!
+//! Contract for the media server ([`Rooms::stream_started`],
+//! [`Rooms::stream_ended`], [`Rooms::set_viewers`]): cheap, non-blocking, no
+//! database, callable from any task. A room emits `stream` and `viewers`
+//! events only when something changed, `viewers` at most once per
+//! `viewers_interval_ms`.
+//!
+//! Fan-out: each room has one `tokio::sync::broadcast` ring of
+//! `client_queue_events` serialized events (`Utf8Bytes`, shared, never
+//! copied per client). A client that falls further behind than the ring, or
+//! whose socket does not take a message within `send_timeout_ms`, is
+//! dropped with a close reason: memory never grows with a slow reader.
+//!
+//! Memory bound (checked by `tests/ws_memory.rs`): an idle client costs at
+//! most **64 KiB** of server memory (its task, a 4 KiB read buffer, the
+//! socket and connection state; measured well below that).
+
+mod chat;
+mod config;
+mod events;
+pub(crate) mod ws;
+
+pub use chat::{ChatPolicy, ChatRefusal, RateLimiter};
+pub use config::{default_gifts, validate_gifts, GiftConfig, RoomsConfig};
+pub use events::ViewerCounts;
+pub(crate) use events::ViewersBody;
+
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+use crate::clock::Clock;
+use crate::metrics::ControlMetrics;
+use crate::store::{AccountId, GiftReceipt, ModerationRow, RoomsSnapshot};
+use crate::tickets::TicketGate;
+use crate::votes::{VoteRules, EMPTY_LOG2};
+use events::{Event, Hello};
+
+/// The documented per-idle-client memory bound, bytes.
+pub const IDLE_CLIENT_BOUND_BYTES: u64 = 64 * 1024;
+
+/// One room's shared state.
+pub struct Room {
+    channel: String,
+    events: broadcast::Sender<Utf8Bytes>,
+    state: Mutex<RoomState>,
+    clients: AtomicUsize,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room").field("channel", &self.channel).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct RoomState {
+    live: bool,
+    viewers: ViewerCounts,
+    viewers_sent: ViewerCounts,
+    viewers_sent_at: Option<Instant>,
+    log2_score: f64,
+    policy: ChatPolicy,
+    history: VecDeque<Utf8Bytes>,
+}
+
+impl Room {
+    fn new(channel: &str, queue: usize) -> Self {
+        let (events, _) = broadcast::channel(queue.max(1));
+        Room {
+            channel: channel.to_string(),
+            events,
+            state: Mutex::new(RoomState {
+                live: false,
+                viewers: ViewerCounts::default(),
+                viewers_sent: ViewerCounts::default(),
+                viewers_sent_at: None,
+                log2_score: EMPTY_LOG2,
+                policy: ChatPolicy::default(),
+                history: VecDeque::new(),
+            }),
+            clients: AtomicUsize::new(0),
+        }
+    }
+
+    /// The channel.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Connected WebSocket clients.
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Whether the stream is live.
+    pub fn live(&self) -> bool {
+        self.state.lock().live
+    }
+
+    /// The last reported viewer counts.
+    pub fn viewers(&self) -> ViewerCounts {
+        self.state.lock().viewers
+    }
+
+    /// The stored score (see [`crate::votes`]).
+    pub fn log2_score(&self) -> f64 {
+        self.state.lock().log2_score
+    }
+
+    /// Sends serialized events to every client, in order; `history` ones
+    /// (chat, gifts) are also kept for `hello`.
+    fn publish(st: &mut RoomState, events: &broadcast::Sender<Utf8Bytes>, bytes: Utf8Bytes, history: usize) {
+        if history > 0 {
+            if st.history.len() >= history {
+                st.history.pop_front();
+            }
+            st.history.push_back(bytes.clone());
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = events.send(bytes);
+    }
+}
+
+/// Every room of this control plane. See the module doc for the contract.
+pub struct Rooms {
+    config: RoomsConfig,
+    rules: VoteRules,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<ControlMetrics>,
+    tickets: Arc<TicketGate>,
+    rooms: DashMap<String, Arc<Room>>,
+    chat_rate: Mutex<RateLimiter<AccountId>>,
+    gift_rate: Mutex<RateLimiter<AccountId>>,
+    /// Accounts whose activity already reached `min_activity_events`, so
+    /// their chat no longer needs a write.
+    active: DashMap<AccountId, ()>,
+    next_chat_id: AtomicU64,
+    ticker: AtomicBool,
+    me: Weak<Rooms>,
+}
+
+impl std::fmt::Debug for Rooms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rooms").field("rooms", &self.rooms.len()).finish_non_exhaustive()
+    }
+}
+
+impl Rooms {
+    pub(crate) fn new(
+        config: RoomsConfig,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<ControlMetrics>,
+        tickets: Arc<TicketGate>,
+        snapshot: RoomsSnapshot,
+    ) -> Arc<Rooms> {
+        let rules = vote_rules(&config);
+        let rooms = Arc::new_cyclic(|me| Rooms {
+            chat_rate: Mutex::new(RateLimiter::new(config.chat_rate_messages, config.chat_rate_window_ms)),
+            gift_rate: Mutex::new(RateLimiter::new(config.gift_rate_requests, config.gift_rate_window_ms)),
+            config,
+            rules,
+            clock,
+            metrics,
+            tickets,
+            rooms: DashMap::new(),
+            active: DashMap::new(),
+            next_chat_id: AtomicU64::new(1),
+            ticker: AtomicBool::new(false),
+            me: me.clone(),
+        });
+        for s in &snapshot.settings {
+            rooms.tickets.set_price(&s.channel, s.ticket_price_micro);
+            if s.slow_mode_ms > 0 {
+                rooms.room(&s.channel).state.lock().policy.slow_mode_ms = s.slow_mode_ms;
+            }
+        }
+        for m in &snapshot.moderation {
+            rooms.apply_moderation(m);
+        }
+        for (channel, l) in &snapshot.scores {
+            rooms.room(channel).state.lock().log2_score = *l;
+        }
+        rooms
+    }
+
+    /// The room of a channel, created empty on first use. Callers make sure
+    /// the channel exists (the media server only reports authorized ones).
+    pub fn room(&self, channel: &str) -> Arc<Room> {
+        if let Some(r) = self.rooms.get(channel) {
+            return Arc::clone(&r);
+        }
+        let queue = self.config.client_queue_events;
+        Arc::clone(
+            &self
+                .rooms
+                .entry(channel.to_string())
+                .or_insert_with(|| Arc::new(Room::new(channel, queue))),
+        )
+    }
+
+    /// The room if it exists in memory.
+    pub fn get(&self, channel: &str) -> Option<Arc<Room>> {
+        self.rooms.get(channel).map(|r| Arc::clone(&r))
+    }
+
+    /// Channels live now.
+    pub fn live_channels(&self) -> Vec<String> {
+        self.rooms
+            .iter()
+            .filter(|r| r.live())
+            .map(|r| r.key().clone())
+            .collect()
+    }
+
+    /// The vote rules in force.
+    pub fn rules(&self) -> VoteRules {
+        self.rules
+    }
+
+    /// The rooms configuration.
+    pub fn config(&self) -> &RoomsConfig {
+        &self.config
+    }
+
+    /// The ticket gate (prices and token secret).
+    pub fn tickets(&self) -> &Arc<TicketGate> {
+        &self.tickets
+    }
+
+    /// The current score of a room (decayed to now).
+    pub fn score(&self, channel: &str) -> f64 {
+        let l = self.get(channel).map_or(EMPTY_LOG2, |r| r.log2_score());
+        self.rules.score_at(l, self.clock.now_ms())
+    }
+
+    /// The media server: a stream went live.
+    pub fn stream_started(&self, channel: &str) {
+        self.set_live(channel, true);
+    }
+
+    /// The media server: a stream ended.
+    pub fn stream_ended(&self, channel: &str) {
+        self.set_live(channel, false);
+    }
+
+    fn set_live(&self, channel: &str, live: bool) {
+        let room = self.room(channel);
+        let mut st = room.state.lock();
+        if st.live == live {
+            return;
+        }
+        st.live = live;
+        let bytes = Event::Stream { live, ts_ms: self.clock.now_ms() }.to_bytes();
+        Room::publish(&mut st, &room.events, bytes, 0);
+    }
+
+    /// The media server: current viewer counts of a channel (call it about
+    /// once a second). Emits a `viewers` event when they changed, at most
+    /// once per `viewers_interval_ms`; a change inside the interval is sent
+    /// when it ends.
+    pub fn set_viewers(&self, channel: &str, v: ViewerCounts) {
+        let room = self.room(channel);
+        {
+            let mut st = room.state.lock();
+            if st.viewers == v {
+                return;
+            }
+            st.viewers = v;
+        }
+        self.flush_viewers(&room);
+        self.start_ticker();
+    }
+
+    fn flush_viewers(&self, room: &Room) {
+        let interval = Duration::from_millis(self.config.viewers_interval_ms);
+        let mut st = room.state.lock();
+        let due = st.viewers_sent_at.is_none_or(|t| t.elapsed() >= interval);
+        if st.viewers != st.viewers_sent && due {
+            st.viewers_sent = st.viewers;
+            st.viewers_sent_at = Some(Instant::now());
+            let bytes = Event::Viewers(st.viewers.into()).to_bytes();
+            Room::publish(&mut st, &room.events, bytes, 0);
+        }
+    }
+
+    /// One task per `Rooms` sends viewer changes held back by the interval.
+    /// Started on first use from inside a runtime; ends with the `Rooms`.
+    fn start_ticker(&self) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.ticker.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.me.clone();
+        let every = Duration::from_millis(self.config.viewers_interval_ms);
+        handle.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(rooms) = me.upgrade() else { break };
+                let all: Vec<Arc<Room>> = rooms.rooms.iter().map(|r| Arc::clone(&r)).collect();
+                for room in all {
+                    rooms.flush_viewers(&room);
+                }
+            }
+        });
+    }
+
+    /// Applies a settings change to memory (after it was stored).
+    pub(crate) fn apply_settings(&self, s: &crate::store::RoomSettings) {
+        self.tickets.set_price(&s.channel, s.ticket_price_micro);
+        self.room(&s.channel).state.lock().policy.slow_mode_ms = s.slow_mode_ms;
+    }
+
+    /// Applies a mute or ban to memory (after it was stored).
+    pub(crate) fn apply_moderation(&self, m: &ModerationRow) {
+        let room = self.room(&m.channel);
+        let mut st = room.state.lock();
+        if m.banned {
+            st.policy.banned.insert(m.account_id);
+        } else {
+            st.policy.banned.remove(&m.account_id);
+        }
+        if m.muted_until_ms > 0 {
+            st.policy.muted.insert(m.account_id, m.muted_until_ms);
+        } else {
+            st.policy.muted.remove(&m.account_id);
+        }
+    }
+
+    /// Takes a gift request token for a sender; false: rate limited.
+    pub(crate) fn allow_gift(&self, sender: AccountId) -> bool {
+        self.gift_rate.lock().allow(sender, self.clock.now_ms())
+    }
+
+    /// Announces a posted gift in its room and updates the room's score.
+    pub(crate) fn gift_posted(&self, g: &GiftReceipt) {
+        let room = self.room(&g.channel);
+        let bytes = Event::Gift {
+            id: g.gift_id,
+            account: g.account,
+            handle: &g.handle,
+            gift: &g.gift,
+            name: &g.name,
+            count: g.count,
+            paid_micro: g.paid_micro,
+            vote_weight: g.vote_weight,
+            ts_ms: g.ts_ms,
+        }
+        .to_bytes();
+        let mut st = room.state.lock();
+        if let Some(l) = g.log2_score {
+            st.log2_score = l;
+        }
+        Room::publish(&mut st, &room.events, bytes, self.config.history_len);
+    }
+
+    /// Runs a chat message through every limit and, if it passes, sends it
+    /// to the room. Returns whether the account's activity should be
+    /// recorded (it has not reached `min_activity_events` yet).
+    pub(crate) fn handle_chat(
+        &self,
+        room: &Room,
+        caller: Option<&crate::store::Caller>,
+        text: &str,
+    ) -> Result<bool, ChatRefusal> {
+        let caller = caller.ok_or(ChatRefusal::Unauthenticated)?;
+        let now = self.clock.now_ms();
+        let mut st = room.state.lock();
+        let text = st
+            .policy
+            .check(caller.account_id, text, self.config.max_message_chars, now)?;
+        if !self.chat_rate.lock().allow(caller.account_id, now) {
+            return Err(ChatRefusal::RateLimited {
+                messages: self.config.chat_rate_messages,
+                window_ms: self.config.chat_rate_window_ms,
+            });
+        }
+        let bytes = Event::Chat {
+            id: self.next_chat_id.fetch_add(1, Ordering::Relaxed),
+            account: caller.account_id,
+            handle: &caller.handle,
+            text,
+            ts_ms: now,
+        }
+        .to_bytes();
+        Room::publish(&mut st, &room.events, bytes, self.config.history_len);
+        drop(st);
+        self.metrics.chat_messages.inc();
+        Ok(!self.active.contains_key(&caller.account_id))
+    }
+
+    /// Remembers that an account is active enough (no more writes needed).
+    pub(crate) fn mark_active(&self, account: AccountId, events: i64) {
+        if events >= i64::from(self.config.min_activity_events) {
+            self.active.insert(account, ());
+        }
+    }
+
+    /// The `hello` message and a subscription that starts right after it,
+    /// taken under the room's lock so no event falls in between.
+    pub(crate) fn join(&self, room: &Room, you: Option<AccountId>) -> (Utf8Bytes, broadcast::Receiver<Utf8Bytes>) {
+        let st = room.state.lock();
+        let rx = room.events.subscribe();
+        let hello = Hello {
+            kind: "hello",
+            channel: &room.channel,
+            live: st.live,
+            viewers: st.viewers.into(),
+            score: self.rules.score_at(st.log2_score, self.clock.now_ms()),
+            you,
+        }
+        .to_bytes(st.history.iter());
+        (hello, rx)
+    }
+
+    pub(crate) fn metrics(&self) -> &ControlMetrics {
+        &self.metrics
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
+/// The vote rules of a rooms config.
+pub fn vote_rules(c: &RoomsConfig) -> VoteRules {
+    VoteRules {
+        min_account_age_ms: i64::try_from(c.min_account_age_ms).unwrap_or(i64::MAX),
+        min_activity_events: i64::from(c.min_activity_events),
+        cap: c.vote_cap,
+        half_life_ms: i64::try_from(c.vote_half_life_ms).unwrap_or(i64::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn rooms() -> (Arc<Rooms>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let metrics = Arc::new(ControlMetrics::new(10).expect("metrics"));
+        let gate = Arc::new(TicketGate::new(b"0123456789abcdef".to_vec()));
+        let r = Rooms::new(RoomsConfig::default(), clock.clone(), metrics, gate, RoomsSnapshot::default());
+        (r, clock)
+    }
+
+    #[tokio::test]
+    async fn stream_and_viewer_events_only_on_change() {
+        let (rooms, _) = rooms();
+        let room = rooms.room("show");
+        let (_, mut rx) = rooms.join(&room, None);
+        rooms.stream_started("show");
+        rooms.stream_started("show");
+        let v = ViewerCounts { rtmp: 1, flv: 2, hls: 3 };
+        rooms.set_viewers("show", v);
+        rooms.set_viewers("show", v);
+        rooms.stream_ended("show");
+        let got: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok()).map(|b| b.to_string()).collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[0].contains(r#""live":true"#));
+        assert!(got[1].contains(r#""total":6"#));
+        assert!(got[2].contains(r#""live":false"#));
+        // A second change inside the interval waits for the ticker.
+        rooms.set_viewers("show", ViewerCounts { rtmp: 9, ..v });
+        assert!(rx.try_recv().is_err(), "held back");
+        let late = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.expect("sent by the ticker").expect("event");
+        assert!(late.as_str().contains(r#""rtmp":9"#), "{late}");
+    }
+
+    #[test]
+    fn chat_goes_to_history_and_hello() {
+        let (rooms, _) = rooms();
+        let room = rooms.room("show");
+        let ann = crate::store::Caller { account_id: 7, handle: "ann".into() };
+        assert_eq!(rooms.handle_chat(&room, None, "hi"), Err(ChatRefusal::Unauthenticated));
+        assert_eq!(rooms.handle_chat(&room, Some(&ann), "hi"), Ok(true));
+        rooms.mark_active(7, 1);
+        assert_eq!(rooms.handle_chat(&room, Some(&ann), "again"), Ok(false));
+        let (hello, _) = rooms.join(&room, Some(7));
+        let v: serde_json::Value = serde_json::from_str(hello.as_str()).expect("json");
+        assert_eq!(v["you"], 7);
+        assert_eq!(v["recent"][1]["text"], "again");
+    }
+}

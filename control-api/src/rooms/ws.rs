@@ -1,0 +1,240 @@
+//! `GET /v1/rooms/{channel}/ws`: one task per client. It sends `hello`,
+//! then the room's shared events, and reads chat messages. Anyone may read;
+//! chat needs `?token=API_TOKEN` (browsers cannot set WebSocket headers).
+//!
+//! A client is dropped, with a close frame saying why where the socket
+//! still takes one, when it falls more than `client_queue_events` behind
+//! (`lagged`), when a send does not finish in `send_timeout_ms`
+//! (`send_timeout`), or when it breaks the protocol or sends a frame over
+//! `max_inbound_frame_bytes` (`protocol`).
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::events::Event;
+use super::{ChatRefusal, Room, Rooms};
+use crate::api::ApiError;
+use crate::plane::{blocking, Inner};
+use crate::store::{Caller, Store};
+
+/// Read buffer of a client connection: chat frames are small, and an idle
+/// client should not hold tungstenite's default 128 KiB.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Cap of a client's pending outbound bytes inside tungstenite.
+const MAX_WRITE_BUFFER_BYTES: usize = 1 << 20;
+/// How long a close frame to a dropped client may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// `?token=` and `?share=`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WsQuery {
+    token: Option<String>,
+    share: Option<String>,
+}
+
+/// Client -> server messages.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum Inbound {
+    Chat { text: String },
+}
+
+pub(crate) async fn connect(
+    State(state): State<Arc<Inner>>,
+    Path(channel): Path<String>,
+    q: Result<Query<WsQuery>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let q = q
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let room = crate::api::existing_room(&state, &channel).await?;
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::new(e.status(), "websocket_required", format!("open this route as a WebSocket: {}", e.body_text()))
+    })?;
+    let caller = match q.token.as_deref() {
+        Some(t) => Some(crate::api::authenticate(&state, t).await?),
+        None => None,
+    };
+    let cfg = &state.config.rooms;
+    if room.clients() >= cfg.max_clients_per_room {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "room_full",
+            "this room has as many clients as it takes; retry later",
+        ));
+    }
+    if let Some(code) = q.share.filter(|c| !c.is_empty() && c.len() <= 64) {
+        let ch = channel.clone();
+        // Attribution is best effort: a failed count never refuses a viewer.
+        let store = Arc::clone(&state.store);
+        tokio::spawn(async move {
+            if let Err(e) = blocking(&store, move |s| s.record_share_play(&code, &ch)).await {
+                tracing::warn!(error = %e, "share play not counted");
+            }
+        });
+    }
+    let client = Client {
+        rooms: Arc::clone(&state.rooms),
+        store: Arc::clone(&state.store),
+        room,
+        caller,
+        send_timeout: Duration::from_millis(cfg.send_timeout_ms),
+    };
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+        .max_message_size(cfg.max_inbound_frame_bytes)
+        .max_frame_size(cfg.max_inbound_frame_bytes)
+        .on_upgrade(move |socket| client.run(socket)))
+}
+
+struct Client {
+    rooms: Arc<Rooms>,
+    store: Arc<dyn Store>,
+    room: Arc<Room>,
+    caller: Option<Caller>,
+    send_timeout: Duration,
+}
+
+/// Why the server dropped a client.
+#[derive(Debug)]
+enum DropReason {
+    Lagged(u64),
+    SendTimeout,
+    Protocol(String),
+}
+
+impl DropReason {
+    fn label(&self) -> &'static str {
+        match self {
+            DropReason::Lagged(_) => "lagged",
+            DropReason::SendTimeout => "send_timeout",
+            DropReason::Protocol(_) => "protocol",
+        }
+    }
+}
+
+/// Counts the client in its room and in the gauge for as long as it lives.
+struct Presence {
+    room: Arc<Room>,
+    rooms: Arc<Rooms>,
+}
+
+impl Presence {
+    fn new(room: &Arc<Room>, rooms: &Arc<Rooms>) -> Self {
+        room.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        rooms.metrics().ws_clients.inc();
+        Presence {
+            room: Arc::clone(room),
+            rooms: Arc::clone(rooms),
+        }
+    }
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        self.room.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.rooms.metrics().ws_clients.dec();
+    }
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+impl Client {
+    async fn run(self, socket: WebSocket) {
+        let _presence = Presence::new(&self.room, &self.rooms);
+        let span = tracing::debug_span!("room_client", channel = %self.room.channel(), account = ?self.caller.as_ref().map(|c| c.account_id));
+        let (mut sink, mut inbound) = socket.split();
+        let outcome = tracing::Instrument::instrument(self.serve(&mut sink, &mut inbound), span).await;
+        if let Err(reason) = outcome {
+            self.rooms.metrics().ws_drops.with_label_values(&[reason.label()]).inc();
+            tracing::debug!(reason = ?reason, "room client dropped");
+            let text = match &reason {
+                DropReason::Lagged(n) => format!("too slow: {n} events behind"),
+                DropReason::SendTimeout => "too slow: send timed out".to_string(),
+                DropReason::Protocol(e) => format!("protocol error: {e}"),
+            };
+            let frame = CloseFrame {
+                // 1008: policy violation.
+                code: 1008,
+                reason: Utf8Bytes::from(text.chars().take(100).collect::<String>()),
+            };
+            // A stuck socket will not take it either; do not wait long.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+        }
+    }
+
+    async fn send(&self, sink: &mut Sink, msg: Message) -> Result<(), DropReason> {
+        match tokio::time::timeout(self.send_timeout, sink.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(DropReason::Protocol(e.to_string())),
+            Err(_) => Err(DropReason::SendTimeout),
+        }
+    }
+
+    async fn serve(
+        &self,
+        sink: &mut Sink,
+        inbound: &mut futures_util::stream::SplitStream<WebSocket>,
+    ) -> Result<(), DropReason> {
+        let (hello, mut events) = self
+            .rooms
+            .join(&self.room, self.caller.as_ref().map(|c| c.account_id));
+        self.send(sink, Message::Text(hello)).await?;
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Ok(bytes) => self.send(sink, Message::Text(bytes)).await?,
+                    Err(RecvError::Lagged(n)) => return Err(DropReason::Lagged(n)),
+                    Err(RecvError::Closed) => return Ok(()),
+                },
+                msg = inbound.next() => match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        if let Err(refusal) = self.handle_text(t.as_str()) {
+                            self.rooms.metrics().chat_refused.with_label_values(&[refusal.code()]).inc();
+                            let message = refusal.to_string();
+                            let err = Event::Error { code: refusal.code(), message: &message }.to_bytes();
+                            self.send(sink, Message::Text(err)).await?;
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        let err = Event::Error { code: "bad_message", message: "send JSON text frames" }.to_bytes();
+                        self.send(sink, Message::Text(err)).await?;
+                    }
+                    Some(Ok(Message::Close(_))) | None => return Ok(()),
+                    Some(Ok(_)) => {} // ping and pong are answered by tungstenite
+                    Some(Err(e)) => return Err(DropReason::Protocol(e.to_string())),
+                },
+            }
+        }
+    }
+
+    fn handle_text(&self, text: &str) -> Result<(), ChatRefusal> {
+        let Inbound::Chat { text } = serde_json::from_str::<Inbound>(text)
+            .map_err(|_| ChatRefusal::BadMessage(r#"expected {"type":"chat","text":"..."}"#.into()))?;
+        let record = self.rooms.handle_chat(&self.room, self.caller.as_ref(), &text)?;
+        if let (true, Some(caller)) = (record, &self.caller) {
+            let (rooms, account, now) = (Arc::clone(&self.rooms), caller.account_id, self.rooms.now_ms());
+            let store = Arc::clone(&self.store);
+            tokio::spawn(async move {
+                match blocking(&store, move |s| s.record_activity(account, now)).await {
+                    Ok(events) => rooms.mark_active(account, events),
+                    Err(e) => tracing::warn!(error = %e, "chat activity not recorded"),
+                }
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,225 @@
+//! Room chat over real WebSocket clients (tokio-tungstenite) against a real
+//! server on loopback: fan-out, gift and stream events, and every limit
+//! answered with an `error` event that says why.
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(s: &TestServer, channel: &str, token: Option<&str>) -> (Ws, Value) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(s.ws_url(channel, token))
+        .await
+        .expect("websocket connects");
+    let hello = next(&mut ws).await;
+    assert_eq!(hello["type"], "hello", "{hello}");
+    (ws, hello)
+}
+
+/// The next JSON event (pings skipped), within 5 s.
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("socket open")
+            .expect("frame");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("json event"),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => continue,
+        }
+    }
+}
+
+async fn say(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(json!({"type": "chat", "text": text}).to_string()))
+        .await
+        .expect("send");
+}
+
+/// Events until a chat with `text` arrives (inclusive).
+async fn until_chat(ws: &mut Ws, text: &str) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let e = next(ws).await;
+        let done = e["type"] == "chat" && e["text"] == text;
+        seen.push(e);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_message_from_one_client_reaches_the_others_with_gifts_and_stream_events() {
+    let s = start_with(open_rooms_config()).await;
+    s.streamer("star").await;
+    let (alice, alice_id) = s.account("alice", 10 * WE).await;
+    let (bob, bob_id) = s.account("bob", 0).await;
+    let (mut anon, hello) = connect(&s, "star", None).await;
+    assert_eq!(hello["you"], Value::Null);
+    assert_eq!(hello["live"], false);
+    let (mut b, hello) = connect(&s, "star", Some(&bob)).await;
+    assert_eq!(hello["you"], bob_id);
+    let (mut a, _) = connect(&s, "star", Some(&alice)).await;
+
+    say(&mut a, "hello room").await;
+    for ws in [&mut b, &mut anon, &mut a] {
+        let e = next(ws).await;
+        assert_eq!(e["type"], "chat");
+        assert_eq!(e["text"], "hello room");
+        assert_eq!(e["handle"], "alice");
+        assert_eq!(e["account"], alice_id);
+    }
+    let g = s.gift(&alice, "star", json!({"gift": "flower", "count": 2})).await;
+    assert_eq!(g.status, StatusCode::OK);
+    let e = next(&mut b).await;
+    assert_eq!(e["type"], "gift", "{e}");
+    assert_eq!((e["gift"].as_str(), e["name"].as_str(), e["count"].as_i64()), (Some("flower"), Some("Flower"), Some(2)));
+    assert_eq!(e["paid_micro"], 2 * WE);
+    assert_eq!(next(&mut anon).await["type"], "gift");
+
+    let rooms = s.plane.rooms();
+    rooms.stream_started("star");
+    let e = next(&mut anon).await;
+    assert_eq!((e["type"].as_str(), e["live"].as_bool()), (Some("stream"), Some(true)));
+    rooms.set_viewers("star", westream_control::ViewerCounts { rtmp: 1, flv: 2, hls: 4 });
+    let e = next(&mut anon).await;
+    assert_eq!(e, json!({"type": "viewers", "rtmp": 1, "flv": 2, "hls": 4, "total": 7}));
+
+    // A late joiner gets the recent chat and gifts in `hello`.
+    let (_late, hello) = connect(&s, "star", None).await;
+    assert_eq!(hello["live"], true);
+    assert_eq!(hello["viewers"]["total"], 7);
+    let recent = hello["recent"].as_array().expect("recent");
+    assert_eq!(recent.len(), 2);
+    assert_eq!(recent[0]["text"], "hello room");
+    assert_eq!(recent[1]["type"], "gift");
+    let room = s.get("/v1/rooms/star", None).await;
+    assert_eq!(room.body["live"], true);
+    assert_eq!(room.body["clients"], 4);
+}
+
+#[tokio::test]
+async fn unauthenticated_oversize_malformed_and_flooding_senders_get_error_events() {
+    // Default limits: 500 characters, 5 messages per 10 s; the clock stands still.
+    let (s, _clock) = start_clocked(test_config()).await;
+    let (star, _) = s.streamer("star").await;
+    let (alice, _) = s.account("alice", 0).await;
+    let (mut anon, _) = connect(&s, "star", None).await;
+    say(&mut anon, "hi").await;
+    let e = next(&mut anon).await;
+    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("unauthenticated")));
+
+    let (mut a, _) = connect(&s, "star", Some(&alice)).await;
+    say(&mut a, &"x".repeat(501)).await;
+    let e = next(&mut a).await;
+    assert_eq!(e["code"], "too_long", "{e}");
+    assert!(e["message"].as_str().unwrap_or("").contains("at most 500"));
+    a.send(Message::text("not json")).await.expect("send");
+    assert_eq!(next(&mut a).await["code"], "bad_message");
+    for i in 0..5 {
+        say(&mut a, &format!("m{i}")).await;
+        assert_eq!(next(&mut a).await["text"], format!("m{i}"));
+    }
+    say(&mut a, "one too many").await;
+    let e = next(&mut a).await;
+    assert_eq!(e["code"], "rate_limited", "{e}");
+    // Readers saw the five messages and none of the refusals.
+    let (mut s_ws, _) = connect(&s, "star", Some(&star)).await;
+    say(&mut s_ws, "end").await;
+    let seen = until_chat(&mut anon, "end").await;
+    let texts: Vec<&str> = seen.iter().filter_map(|e| e["text"].as_str()).collect();
+    assert_eq!(texts, ["m0", "m1", "m2", "m3", "m4", "end"]);
+
+    // A frame over the inbound cap closes the connection.
+    a.send(Message::text("y".repeat(5_000))).await.expect("send");
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match a.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the oversize frame closes the socket");
+
+    // A bad token is refused at the handshake.
+    let bad = tokio_tungstenite::connect_async(s.ws_url("star", Some("wst_nope"))).await;
+    assert!(bad.is_err());
+    assert!(tokio_tungstenite::connect_async(s.ws_url("nosuch", None)).await.is_err());
+}
+
+#[tokio::test]
+async fn banned_and_muted_accounts_cannot_send_and_slow_mode_is_enforced() {
+    let (s, clock) = start_clocked(open_rooms_config()).await;
+    let (star, _) = s.streamer("star").await;
+    let (alice, alice_id) = s.account("alice", 0).await;
+    let (bob, bob_id) = s.account("bob", 0).await;
+    let (carol, _) = s.account("carol", 0).await;
+    let (mut a, _) = connect(&s, "star", Some(&alice)).await;
+    let (mut b, _) = connect(&s, "star", Some(&bob)).await;
+    let (mut c, _) = connect(&s, "star", Some(&carol)).await;
+
+    let r = s.post("/v1/rooms/star/ban", Some(&bob), json!({"account": alice_id})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "only the owner moderates");
+    let r = s.post("/v1/rooms/star/ban", Some(&star), json!({"account": alice_id})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    say(&mut a, "let me in").await;
+    assert_eq!(next(&mut a).await["code"], "banned");
+
+    let r = s.post("/v1/rooms/star/mute", Some(&star), json!({"account": bob_id, "duration_ms": 60_000})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    say(&mut b, "hey").await;
+    let e = next(&mut b).await;
+    assert_eq!(e["code"], "muted", "{e}");
+    clock.advance(60_000);
+    say(&mut b, "back").await;
+    assert_eq!(next(&mut b).await["text"], "back");
+
+    s.room_settings(&star, "star", json!({"slow_mode_ms": 5_000})).await;
+    say(&mut c, "first").await;
+    assert_eq!(until_chat(&mut c, "first").await.len(), 2, "bob's 'back', then carol's");
+    say(&mut c, "second").await;
+    let e = next(&mut c).await;
+    assert_eq!(e["code"], "slow_mode", "{e}");
+    clock.advance(5_000);
+    say(&mut c, "second").await;
+    assert_eq!(next(&mut c).await["text"], "second");
+
+    // Unbanned, alice may speak again; bans survive in the store.
+    let r = s.post("/v1/rooms/star/ban", Some(&star), json!({"account": alice_id, "banned": false})).await;
+    assert_eq!(r.body["banned"], false);
+    say(&mut a, "thanks").await;
+    let seen = until_chat(&mut a, "thanks").await;
+    assert!(seen.iter().all(|e| e["type"] != "error"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_event_and_the_vote_formula() {
+    let s = start().await;
+    let doc = s.get("/v1/openapi.json", None).await.body;
+    let events: Vec<&str> = doc["x-websocket"]["server_to_client"]
+        .as_object()
+        .expect("x-websocket events")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for t in ["hello", "chat", "gift", "viewers", "stream", "error"] {
+        assert!(events.contains(&t), "{t} undocumented");
+    }
+    let codes = doc["x-websocket"]["server_to_client"]["error"]["description"].as_str().unwrap_or("");
+    for c in ["unauthenticated", "too_long", "rate_limited", "slow_mode", "muted", "banned", "bad_message"] {
+        assert!(codes.contains(c), "error code {c} undocumented");
+    }
+    let formula = doc["x-vote-formula"].as_str().unwrap_or("");
+    assert!(formula.contains("min(sqrt(T), vote_cap)") && formula.contains("2^(-(t - t_i)"), "{formula}");
+}
