@@ -34,6 +34,21 @@ pub trait RoomSink: Send + Sync + 'static {
     fn set_viewers(&self, channel: &str, counts: Counts);
 }
 
+impl RoomSink for westream_control::Rooms {
+    fn stream_started(&self, channel: &str) {
+        westream_control::Rooms::stream_started(self, channel);
+    }
+
+    fn stream_ended(&self, channel: &str) {
+        westream_control::Rooms::stream_ended(self, channel);
+    }
+
+    fn set_viewers(&self, channel: &str, c: Counts) {
+        let v = westream_control::ViewerCounts { rtmp: c.rtmp, flv: c.flv, hls: c.hls };
+        westream_control::Rooms::set_viewers(self, channel, v);
+    }
+}
+
 /// What the feed tells the sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedEvent {

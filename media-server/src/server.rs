@@ -97,6 +97,14 @@ impl Server {
         plane
             .register_metrics(&server.hub.metrics().registry)
             .map_err(|e| StartError::Control(e.to_string()))?;
+        server.tasks.spawn(crate::room_feed::run(
+            Arc::clone(&server.hub),
+            Arc::clone(&server.audience),
+            Arc::clone(&server.transcoding),
+            plane.rooms(),
+            Duration::from_secs(1),
+            server.shutdown.clone(),
+        ));
         server.control = Some(Arc::new(plane));
         Ok(server)
     }

@@ -2,8 +2,12 @@
 //! the embedded control plane (dev mode) serves `web/dist`, ffmpeg
 //! publishes a generated H.264/AAC clip, and `web/tests/e2e.mjs` drives
 //! headless Chromium (Debian's `chromium` through `playwright-core`): the
-//! watch page plays over HLS and over HTTP-FLV. The script prints one JSON
-//! line; this test asserts on it and keeps a screenshot of the watch page.
+//! watch page plays over HLS and over HTTP-FLV; a chat line typed in one
+//! browser shows in another; a gift button moves exact amounts from the
+//! viewer to the streamer and shows in both rooms; a ticketed channel
+//! refuses with its reason until the viewer buys a ticket, then plays. The
+//! script prints one JSON line; this test asserts on it and keeps a
+//! screenshot of the watch page.
 //!
 //! Needs `chromium`, `node` and the built page (`npm --prefix web ci &&
 //! npm --prefix web run build`). Without them the test is skipped loudly,
@@ -20,6 +24,7 @@ use serde_json::Value;
 use westream_media::{Config, Server};
 
 const STREAMER_TOKEN: &str = "browser-streamer-token";
+const PAID_TOKEN: &str = "browser-paid-token";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -68,44 +73,16 @@ fn browser_available() -> bool {
 }
 
 fn config() -> Config {
-    let text = format!(
-        r#"
-[server]
-rtmp_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-data_dir = "{data}"
-[http]
-web_dir = "{web}"
-[hub]
-publisher_grace_ms = 1000
-[hls]
-segment_duration_ms = 1000
-[transcoder]
-enabled = false
-[control]
-dev_mode = true
-admin_token = "browser-admin-token"
-faucet_enabled = true
-hook_cache_ttl_ms = 200
-[[control.products]]
-id = "bw-1gb"
-description = "1 GB"
-bandwidth_bytes = 1000000000
-validity_days = 1
-price_micro_we = 1000000
-[[control.seed]]
-handle = "streamer"
-api_token = "{STREAMER_TOKEN}"
-fund_micro_we = 10000000
-packages = ["bw-1gb"]
-[[control.seed.channels]]
-name = "demo"
-stream_keys = ["demo-key"]
-"#,
-        data = scratch_dir("browser").display(),
-        web = repo().join("web/dist").display(),
+    let streamers = [
+        Streamer { handle: "streamer", api_token: STREAMER_TOKEN, channel: "demo", stream_key: "demo-key" },
+        Streamer { handle: "paidstreamer", api_token: PAID_TOKEN, channel: "paid", stream_key: "paid-key" },
+    ];
+    // Fresh guest viewers' gifts count as votes, so the ranking has a score.
+    let tables = format!(
+        "[http]\nweb_dir = \"{}\"\n[control.rooms]\nmin_account_age_ms = 0\nplatform_fee_bps = 1000\n",
+        repo().join("web/dist").display()
     );
-    Config::parse(&text).expect("browser test config parses")
+    control_config("browser", &streamers, "", &tables)
 }
 
 /// Runs `web/tests/e2e.mjs` and returns its JSON verdict.
@@ -143,40 +120,60 @@ fn assert_check(verdict: &Value, name: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_watch_page_plays_over_hls_and_flv_in_chromium() {
+async fn the_watch_page_plays_chats_sends_gifts_and_sells_tickets_in_chromium() {
     if !browser_available() {
         return;
     }
-    let clip = make_clip(ClipSpec { seconds: 120, fps: 25, gop: 25, ..ClipSpec::default() });
+    let clip = make_clip(ClipSpec { seconds: 150, fps: 25, gop: 25, ..ClipSpec::default() });
     let server = Server::start(config()).await.expect("server starts");
-    let base = format!("http://{}", server.http_addr);
-    let mut publisher = publish(&clip, &rtmp_url(server.rtmp_addr, "demo-key"), &[]);
+    let api = Api::new(server.http_addr);
+    let base = api.base.clone();
+    let (code, room) = api.post("/v1/rooms/paid/settings", Some(PAID_TOKEN), serde_json::json!({"ticket_price_micro": 2_000_000})).await;
+    assert_eq!(code, 200, "{room}");
+    let mut publishers = [
+        publish(&clip, &rtmp_url(server.rtmp_addr, "demo-key"), &[]),
+        publish(&clip, &rtmp_url(server.rtmp_addr, "paid-key"), &[]),
+    ];
     wait_media(&server, "demo").await;
+    wait_media(&server, "paid").await;
 
     let (status, page) = http_get(&format!("{base}/")).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("/assets/app.js"), "{page}");
+    // The rooms learn who is live from the media server.
+    let live = || async { api.get("/v1/rooms/demo", None).await.1["live"].clone() };
+    assert_eq!(poll_until(live, |l| *l == Value::Bool(true)).await, Value::Bool(true));
 
     let shot = artifact("watch.png");
     let verdict = run_e2e(
         &base,
         &[
             ("E2E_CHANNEL", "demo".into()),
-            ("E2E_CHECKS", "play_hls,play_flv".into()),
+            ("E2E_CHECKS", "play_hls,play_flv,chat,gift,ticket".into()),
+            ("E2E_STREAMER_TOKEN", STREAMER_TOKEN.into()),
+            ("E2E_FEE_BPS", "1000".into()),
+            ("E2E_TICKET_CHANNEL", "paid".into()),
             ("E2E_SCREENSHOT", shot.display().to_string()),
         ],
     )
     .await;
     eprintln!("browser verdict: {verdict}");
-    assert_check(&verdict, "play_hls");
-    assert_check(&verdict, "play_flv");
+    for check in ["play_hls", "play_flv", "chat", "gift", "ticket"] {
+        assert_check(&verdict, check);
+    }
     for mode in ["play_hls", "play_flv"] {
         let advanced = verdict["checks"][mode]["advanced"].as_f64().unwrap_or(0.0);
         assert!(advanced >= 4.0, "{mode}: currentTime advanced {advanced} s");
         assert_eq!(verdict["checks"][mode]["error"], Value::Null);
     }
+    let gift = &verdict["checks"]["gift"];
+    assert_eq!(gift["sender_before"].as_i64().unwrap() - gift["sender_after"].as_i64().unwrap(), 1_000_000, "{gift}");
+    assert_eq!(gift["streamer_after"].as_i64().unwrap() - gift["streamer_before"].as_i64().unwrap(), 900_000, "{gift}");
+    assert_eq!(verdict["checks"]["ticket"]["paid"], Value::from(2_000_000));
     assert!(shot.exists(), "no screenshot at {}", shot.display());
     eprintln!("screenshot of the watch page: {}", shot.display());
-    let _ = publisher.kill().await;
+    for p in &mut publishers {
+        let _ = p.kill().await;
+    }
     server.shutdown().await;
 }

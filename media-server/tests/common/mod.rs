@@ -372,3 +372,52 @@ impl Api {
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }
 }
+
+/// A streamer seeded into the control plane: handle, fixed API token,
+/// channel and stream key; 10 WE and a 1 GB package.
+pub struct Streamer<'a> {
+    pub handle: &'a str,
+    pub api_token: &'a str,
+    pub channel: &'a str,
+    pub stream_key: &'a str,
+}
+
+/// A loopback server with the embedded control plane in dev mode (faucet
+/// on), 1 s HLS segments and no transcoding, the given streamers seeded.
+/// `control_keys` go into `[control]`; `tables` are appended (more TOML
+/// tables: `[http]`, `[control.rooms]`, ...).
+pub fn control_config(tag: &str, streamers: &[Streamer<'_>], control_keys: &str, tables: &str) -> Config {
+    let mut text = format!(
+        r#"
+[server]
+rtmp_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+data_dir = "{}"
+[hls]
+segment_duration_ms = 1000
+[transcoder]
+enabled = false
+[control]
+dev_mode = true
+admin_token = "{tag}-admin-token"
+faucet_enabled = true
+{control_keys}
+[[control.products]]
+id = "bw"
+description = "1 GB"
+bandwidth_bytes = 1000000000
+validity_days = 1
+price_micro_we = 1000000
+"#,
+        scratch_dir(tag).display()
+    );
+    for s in streamers {
+        text.push_str(&format!(
+            "[[control.seed]]\nhandle = \"{}\"\napi_token = \"{}\"\nfund_micro_we = 10000000\npackages = [\"bw\"]\n\
+             [[control.seed.channels]]\nname = \"{}\"\nstream_keys = [\"{}\"]\n",
+            s.handle, s.api_token, s.channel, s.stream_key
+        ));
+    }
+    text.push_str(tables);
+    Config::parse(&text).unwrap_or_else(|e| panic!("{tag} config: {e}\n{text}"))
+}
