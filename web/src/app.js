@@ -370,13 +370,15 @@ async function watchView(channel, params) {
 
 // ---------- studio ----------
 
-const STUDIO_CHANNEL = 'westream.studio.channel';
+// The channel each account last opened in the studio.
+const studioChannelKey = (s) => `westream.studio.channel.${s?.account ?? ''}`;
 
 async function studioView() {
   const s = session();
   const rtmpUrl = `rtmp://${location.hostname}:1935/live`;
   const out = h('div', { id: 'studio-out' });
-  const channelInput = h('input', { id: 'studio-channel', value: localStorage.getItem(STUDIO_CHANNEL) || s?.handle || '', placeholder: 'channel name' });
+  const remembered = localStorage.getItem(studioChannelKey(s));
+  const channelInput = h('input', { id: 'studio-channel', value: remembered || s?.handle || '', placeholder: 'channel name' });
   const tokenInput = h('input', { id: 'studio-token', placeholder: 'API token (e.g. demo-api-token on the dev server)' });
 
   view().replaceChildren(
@@ -398,20 +400,21 @@ async function studioView() {
         } }, tokenInput, h('button', { class: 'primary' }, 'Use this token'))),
       h('section', { class: 'panel' },
         h('h3', {}, 'Your channel'),
-        h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); loadChannel(channelInput.value.trim()); } },
-          channelInput, h('button', { class: 'primary' }, 'Open')),
+        h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); loadChannel(channelInput.value.trim(), true); } },
+          channelInput, h('button', { class: 'primary', id: 'studio-open' }, 'Open or create')),
         out)),
   );
 
-  async function loadChannel(name) {
+  // Opens `name`; creates it only when the user asked (`create`).
+  async function loadChannel(name, create) {
     if (!name) return;
-    localStorage.setItem(STUDIO_CHANNEL, name);
     out.replaceChildren(h('p', { class: 'muted' }, 'loading…'));
     let ch;
     try {
       ch = await get(`/v1/channels/${encodeURIComponent(name)}`);
     } catch (e) {
       if (e.status !== 404) return out.replaceChildren(h('p', { class: 'error' }, errText(e)));
+      if (!create) return out.replaceChildren(h('p', { class: 'muted' }, `No channel '${name}' yet: press "Open or create".`));
       try {
         ch = await post('/v1/channels', { name });
         toast(`Channel ${name} created`, 'ok');
@@ -419,6 +422,7 @@ async function studioView() {
         return out.replaceChildren(h('p', { class: 'error' }, `Cannot create '${name}': ${errText(e2)}`));
       }
     }
+    if (ch.owner === session()?.handle) localStorage.setItem(studioChannelKey(session()), ch.name);
     const keyBox = h('div', { id: 'stream-keys' });
     out.replaceChildren(
       h('dl', { class: 'obs' },
@@ -514,7 +518,8 @@ async function studioView() {
         h('button', { class: 'primary' }, 'Save')));
   }
 
-  if (channelInput.value) loadChannel(channelInput.value);
+  if (remembered) loadChannel(remembered, false);
+  else if (s) loadChannel(s.handle, false);
 }
 
 // ---------- router ----------
