@@ -189,11 +189,16 @@ pub struct HttpConfig {
     pub cors_allow_origin: String,
     /// A viewer whose socket accepts nothing for this long is dropped.
     pub write_timeout_ms: u64,
+    /// The built web page (`npm --prefix web ci && npm --prefix web run
+    /// build` writes it), served at `/` and `/assets/...`. A relative path
+    /// is taken from the working directory; when the directory is missing,
+    /// `/` answers a page that names the build command.
+    pub web_dir: PathBuf,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { cors_allow_origin: "*".into(), write_timeout_ms: 30_000 }
+        HttpConfig { cors_allow_origin: "*".into(), write_timeout_ms: 30_000, web_dir: PathBuf::from("web/dist") }
     }
 }
 
@@ -293,6 +298,9 @@ impl Config {
         }
         if self.server.data_dir.as_os_str().is_empty() {
             return Err(invalid("server.data_dir", "must not be empty"));
+        }
+        if self.http.web_dir.as_os_str().is_empty() {
+            return Err(invalid("http.web_dir", "must not be empty (default: web/dist)"));
         }
         let r = &self.rtmp;
         if r.apps.is_empty() {

@@ -14,6 +14,7 @@ use westream_control::ControlPlane;
 use crate::metering::UsageReporter;
 use crate::transcode::Transcoding;
 
+use crate::audience::Audience;
 use crate::auth::StaticChannels;
 use crate::config::{ms, Config};
 use crate::hls::{self, HlsPackager};
@@ -66,6 +67,8 @@ pub struct Server {
     pub hls: Option<Arc<HlsPackager>>,
     /// Transcoding (pool, active renditions).
     pub transcoding: Arc<Transcoding>,
+    /// Viewer counts by channel and protocol.
+    pub audience: Arc<Audience>,
     /// The embedded control plane, when `[control]` is configured.
     pub control: Option<Arc<ControlPlane>>,
     /// The QUIC relay for edges, when `[relay] enabled`.
@@ -94,6 +97,14 @@ impl Server {
         plane
             .register_metrics(&server.hub.metrics().registry)
             .map_err(|e| StartError::Control(e.to_string()))?;
+        server.tasks.spawn(crate::room_feed::run(
+            Arc::clone(&server.hub),
+            Arc::clone(&server.audience),
+            Arc::clone(&server.transcoding),
+            plane.rooms(),
+            Duration::from_secs(1),
+            server.shutdown.clone(),
+        ));
         server.control = Some(Arc::new(plane));
         Ok(server)
     }
@@ -160,12 +171,16 @@ impl Server {
         .with_source_of(move |c| renditions.split_rendition(c).0.to_string());
         tasks.spawn(reporter.run(shutdown.clone()));
 
+        // An HLS player fetches a playlist about once per segment; three
+        // missed fetches and it is gone.
+        let audience = Arc::new(Audience::new((3 * config.hls.segment_duration_ms).max(6000)));
         let rtmp_ctx = Arc::new(RtmpContext {
             hub: Arc::clone(&hub),
             hooks: Arc::clone(&hooks),
             config: config.rtmp.clone(),
             shutdown: shutdown.clone(),
             transcoding: Arc::clone(&transcoding),
+            audience: Arc::clone(&audience),
         });
         tasks.spawn(rtmp::serve(rtmp_listener, rtmp_ctx, tasks.clone()));
 
@@ -175,14 +190,16 @@ impl Server {
             config: config.http.clone(),
             shutdown: shutdown.clone(),
             transcoding: Arc::clone(&transcoding),
+            audience: Arc::clone(&audience),
         });
-        let mut app = http::router(http_ctx);
+        let mut app = http::router(http_ctx).merge(http::web::router(config.http.web_dir.clone()));
         if let Some(packager) = &hls {
             app = app.merge(hls::http::router(Arc::new(hls::http::HlsHttpContext {
                 packager: Arc::clone(packager),
                 hooks,
                 cors_allow_origin: config.http.cors_allow_origin.clone(),
                 transcoding: Arc::clone(&transcoding),
+                audience: Arc::clone(&audience),
             })));
         }
         let relay = if config.relay.enabled {
@@ -225,6 +242,7 @@ impl Server {
             control: None,
             relay,
             transcoding,
+            audience,
             shutdown,
             tasks,
             shutdown_timeout: ms(config.server.shutdown_timeout_ms),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use westream_media::{Config, Server};
 
 const ADMIN: &str = "test-admin-token";
@@ -47,37 +47,6 @@ price_micro_we = 2000000
     Config::parse(&text).expect("config parses")
 }
 
-struct Api {
-    base: String,
-    client: reqwest::Client,
-}
-
-impl Api {
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-        let mut req = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("Idempotency-Key", format!("k-{path}-{}", body))
-            .json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        let mut req = self.client.get(format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-}
-
 /// Pulls an FLV stream until it ends, adding every byte to `total`.
 fn pull(url: String, total: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -95,7 +64,7 @@ fn pull(url: String, total: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
 async fn package_runs_dry_stream_stops_and_usage_matches_the_bytes_pulled() {
     let clip = make_clip_with_bitrate(30, "1500k");
     let server = Server::start(control_config()).await.unwrap();
-    let api = Api { base: format!("http://{}", server.http_addr), client: reqwest::Client::new() };
+    let api = Api::new(server.http_addr);
 
     let (code, body) = api.post("/v1/accounts", None, json!({"handle": "alice"})).await;
     assert_eq!(code, 201, "{body}");

@@ -2,6 +2,10 @@
 //! `/live/{channel}/{rendition}.m3u8` (media) and `/live/{channel}/{n}.ts`,
 //! all from memory.
 //!
+//! Every request passes the play authorization with its `?token=`; when a
+//! token is present, every URI written into a playlist carries it, so any
+//! player follows the master to media playlists and segments with it.
+//!
 //! Names from the URL are checked against fixed shapes (channel:
 //! [`valid_channel_name`]; playlists `^[a-z0-9_]{1,32}\.m3u8$`; segments
 //! `^[0-9]{1,12}\.ts$`) and only ever used as map keys: nothing here touches
@@ -18,7 +22,7 @@ use axum::Router;
 use bytes::Bytes;
 use westream_control::hooks::{MediaHooks, PlayProtocol, PlayRequest};
 
-use super::playlist::{SegmentLookup, SOURCE_RENDITION};
+use super::playlist::{with_play_token, SegmentLookup, SOURCE_RENDITION};
 use super::HlsPackager;
 use crate::config::valid_channel_name;
 use crate::http::flv::{denied_status, PlayQuery};
@@ -36,12 +40,14 @@ pub const SEGMENT_CACHE: &str = "public, max-age=86400, immutable";
 pub struct HlsHttpContext {
     /// The packager whose channels are served.
     pub packager: Arc<HlsPackager>,
-    /// Play authorization (asked for playlists).
+    /// Play authorization (asked for every playlist and segment).
     pub hooks: Arc<dyn MediaHooks>,
     /// `Access-Control-Allow-Origin`.
     pub cors_allow_origin: String,
     /// Renditions of each source (listed in its master playlist).
     pub transcoding: Arc<crate::transcode::Transcoding>,
+    /// Viewer counts: an HLS client counts while it keeps fetching.
+    pub audience: Arc<crate::audience::Audience>,
 }
 
 /// The HLS routes.
@@ -117,6 +123,7 @@ async fn serve(
     Path((channel, file)): Path<(String, String)>,
     Query(q): Query<PlayQuery>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     let requests = &ctx.packager.metrics().requests;
     let Some(what) = HlsFile::parse(&file).filter(|_| valid_channel_name(&channel)) else {
@@ -124,21 +131,22 @@ async fn serve(
         return error(&ctx, StatusCode::NOT_FOUND, "not found: use /live/{channel}/index.m3u8");
     };
     let kind = what.kind();
-    if !matches!(what, HlsFile::Segment(_)) {
-        let (base, _) = ctx.transcoding.split_rendition(&channel);
-        let req = PlayRequest {
-            app: "live".into(),
-            channel: base.to_string(),
-            token: q.token,
-            protocol: PlayProtocol::Hls,
-            client_addr: Some(peer),
-        };
-        if let Err(denied) = ctx.hooks.authorize_play(&req).await {
-            ctx.packager.hub().metrics().rejected.with_label_values(&[denied.label()]).inc();
-            requests.with_label_values(&[kind, "denied"]).inc();
-            return error(&ctx, denied_status(&denied), &denied.to_string());
-        }
+    // Every playlist and segment is checked (a ticketed channel's segments
+    // need the token too); the hooks answer from memory.
+    let (base, _) = ctx.transcoding.split_rendition(&channel);
+    let req = PlayRequest {
+        app: "live".into(),
+        channel: base.to_string(),
+        token: q.token,
+        protocol: PlayProtocol::Hls,
+        client_addr: Some(peer),
+    };
+    if let Err(denied) = ctx.hooks.authorize_play(&req).await {
+        ctx.packager.hub().metrics().rejected.with_label_values(&[denied.label()]).inc();
+        requests.with_label_values(&[kind, "denied"]).inc();
+        return error(&ctx, denied_status(&denied), &denied.to_string());
     }
+    let token = req.token;
     // On an edge every request keeps the upstream alive, and a first one
     // starts it: wait (bounded) for the channel's first segment.
     let wait = ctx.packager.hub().demand(&channel);
@@ -184,7 +192,14 @@ async fn serve(
             return error(&ctx, StatusCode::NOT_FOUND, &reason);
         }
     };
+    // A player carries the token it was given into every URI it follows.
+    let body = match &token {
+        Some(t) if mime == PLAYLIST_MIME => with_play_token(&body, t),
+        _ => body,
+    };
     requests.with_label_values(&[kind, "ok"]).inc();
+    let user_agent = headers.get(header::USER_AGENT).map_or(&[][..], |v| v.as_bytes());
+    ctx.audience.hls_request(base, peer.ip(), user_agent, super::unix_ms());
     let n = body.len() as u64;
     entry.stream.bytes_out.fetch_add(n, Ordering::Relaxed);
     ctx.packager.hub().metrics().bytes_out_hls.inc_by(n);

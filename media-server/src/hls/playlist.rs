@@ -258,6 +258,60 @@ impl ChannelPlaylist {
     }
 }
 
+/// `playlist` with `token=T` (percent-encoded) added to the query of every
+/// URI it names: URI lines and `URI="..."` attributes. Done per request, and
+/// only for requests that carry a token, so the cached text stays shared.
+pub fn with_play_token(playlist: &[u8], token: &str) -> Bytes {
+    let param = format!("token={}", percent_encode(token));
+    let text = String::from_utf8_lossy(playlist);
+    let mut out = String::with_capacity(text.len() + 16 * (param.len() + 1));
+    for line in text.split_inclusive('\n') {
+        let (body, eol) = match line.strip_suffix("\r\n") {
+            Some(b) => (b, "\r\n"),
+            None => line.strip_suffix('\n').map_or((line, ""), |b| (b, "\n")),
+        };
+        if body.is_empty() {
+            out.push_str(body);
+        } else if !body.starts_with('#') {
+            push_with_param(&mut out, body, &param);
+        } else if let Some(at) = body.find("URI=\"") {
+            let start = at + 5;
+            match body[start..].find('"') {
+                Some(len) => {
+                    out.push_str(&body[..start]);
+                    push_with_param(&mut out, &body[start..start + len], &param);
+                    out.push_str(&body[start + len..]);
+                }
+                None => out.push_str(body),
+            }
+        } else {
+            out.push_str(body);
+        }
+        out.push_str(eol);
+    }
+    Bytes::from(out)
+}
+
+fn push_with_param(out: &mut String, uri: &str, param: &str) {
+    out.push_str(uri);
+    out.push(if uri.contains('?') { '&' } else { '?' });
+    out.push_str(param);
+}
+
+/// RFC 3986 query-value encoding: unreserved characters stay, the rest
+/// become `%XX`.
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// `2026-11-25T11:40:52.123Z` from ms since the Unix epoch.
 pub fn iso8601_ms(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;
@@ -285,4 +339,31 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_play_token_rides_on_every_uri_and_nothing_else() {
+        let media = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:2,\n17.ts\n\n#EXTINF:2,\n18.ts?x=1\n";
+        let out = with_play_token(media.as_bytes(), "ab.c/+=");
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MAP:URI=\"init.mp4?token=ab.c%2F%2B%3D\"\n#EXTINF:2,\n\
+             17.ts?token=ab.c%2F%2B%3D\n\n#EXTINF:2,\n18.ts?x=1&token=ab.c%2F%2B%3D\n"
+        );
+        let master = "#EXTM3U\r\n#EXT-X-STREAM-INF:BANDWIDTH=1\r\n../demo_480p/source.m3u8\r\n";
+        assert_eq!(
+            std::str::from_utf8(&with_play_token(master.as_bytes(), "t")).unwrap(),
+            "#EXTM3U\r\n#EXT-X-STREAM-INF:BANDWIDTH=1\r\n../demo_480p/source.m3u8?token=t\r\n"
+        );
+    }
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_characters() {
+        assert_eq!(percent_encode("AZaz09-._~"), "AZaz09-._~");
+        assert_eq!(percent_encode("a b&c=d?é"), "a%20b%26c%3Dd%3F%C3%A9");
+    }
 }

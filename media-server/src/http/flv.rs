@@ -13,6 +13,7 @@ use serde::Deserialize;
 use westream_control::hooks::{Denied, PlayProtocol, PlayRequest};
 
 use super::{add_cors, error_response, HttpContext};
+use crate::audience::{Connected, ViewerGuard};
 use crate::config::valid_channel_name;
 use crate::hub::Subscription;
 use crate::media::flv;
@@ -67,7 +68,14 @@ pub async fn play(
     };
     tracing::debug!(channel, "http-flv viewer joined");
     let header = flv::file_header(sub.stream().has_audio() || !sub.stream().has_video(), sub.stream().has_video());
-    let viewer = FlvViewer { sub, ctx: Arc::clone(&ctx), header: Some(header), ready: Default::default(), shutdown: Box::pin(ctx.shutdown.clone().cancelled_owned()) };
+    let viewer = FlvViewer {
+        sub,
+        ctx: Arc::clone(&ctx),
+        header: Some(header),
+        ready: Default::default(),
+        shutdown: Box::pin(ctx.shutdown.clone().cancelled_owned()),
+        _counted: ctx.audience.join(base, Connected::Flv),
+    };
     ctx.hub.metrics().viewers.with_label_values(&["flv"]).inc();
     let stream = futures_util::stream::unfold(viewer, |mut v| async move {
         let chunk = v.next().await?;
@@ -89,6 +97,8 @@ struct FlvViewer {
     ready: std::collections::VecDeque<Bytes>,
     /// Registered once with the shared shutdown token, not per frame.
     shutdown: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    /// In the channel's viewer count while the response lives.
+    _counted: ViewerGuard,
 }
 
 impl FlvViewer {

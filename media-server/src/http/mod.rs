@@ -1,7 +1,8 @@
-//! The HTTP listener: HTTP-FLV, `/metrics`, `/healthz` (and later HLS and
-//! the control API, merged into the same router).
+//! The HTTP listener: HTTP-FLV, `/metrics`, `/healthz`, the web page
+//! (HLS and the control API are merged into the same router).
 
 pub mod flv;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ pub struct HttpContext {
     pub shutdown: CancellationToken,
     /// Rendition names (a rendition plays under its source's rights).
     pub transcoding: Arc<crate::transcode::Transcoding>,
+    /// Viewer counts by channel and protocol.
+    pub audience: Arc<crate::audience::Audience>,
 }
 
 /// The media router.

@@ -23,10 +23,11 @@ use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use westream_control::hooks::{PlayProtocol, PlayRequest, PublishRequest};
+use westream_control::hooks::{Denied, PlayProtocol, PlayRequest, PublishRequest};
 
 use super::guard::{ChunkGuard, GuardConfig, GuardError};
 use super::RtmpContext;
+use crate::audience::{Connected, ViewerGuard};
 use crate::auth::mask_key;
 use crate::config::ms;
 use crate::hub::{Publisher, Subscription};
@@ -65,8 +66,9 @@ impl ConnError {
 enum Role {
     Idle,
     Publishing { publisher: Publisher, stream_id: u32 },
-    /// `internal`: our own transcoder worker, whose bytes are not metered.
-    Playing { sub: Box<Subscription>, stream_id: u32, internal: bool },
+    /// `internal`: our own transcoder worker, whose bytes are not metered
+    /// and who is no viewer (`_counted` is `None`).
+    Playing { sub: Box<Subscription>, stream_id: u32, internal: bool, _counted: Option<ViewerGuard> },
 }
 
 struct Conn<'a> {
@@ -379,7 +381,13 @@ impl Conn<'_> {
         if let Err(denied) = self.ctx.hooks.authorize_play(&req).await {
             tracing::info!(reason = %denied, "play refused");
             self.ctx.hub.metrics().rejected.with_label_values(&[denied.label()]).inc();
-            self.send_status("error", "NetStream.Play.StreamNotFound", &denied.to_string())?;
+            // A channel that does not exist is "not found"; a policy refusal
+            // (a ticketed broadcast without a valid token, ...) a failed play.
+            let code = match denied {
+                Denied::UnknownChannel { .. } | Denied::UnknownApp { .. } => "NetStream.Play.StreamNotFound",
+                _ => "NetStream.Play.Failed",
+            };
+            self.send_status("error", code, &denied.to_string())?;
             self.closing = Some(denied.to_string());
             return Ok(vec![]);
         }
@@ -387,7 +395,8 @@ impl Conn<'_> {
         let sub = self.ctx.hub.watch(channel);
         tracing::debug!(live = sub.stream().is_live(), "playing");
         self.ctx.hub.metrics().viewers.with_label_values(&["rtmp"]).inc();
-        self.role = Role::Playing { sub: Box::new(sub), stream_id, internal };
+        let counted = (!internal).then(|| self.ctx.audience.join(base, Connected::Rtmp));
+        self.role = Role::Playing { sub: Box::new(sub), stream_id, internal, _counted: counted };
         // rml_rtmp's accept would also send `|RtmpSampleAccess` and a
         // `NetStream.Data.Start` data message, which FFmpeg turns into extra
         // data and subtitle streams; answer the play ourselves instead.
@@ -447,7 +456,7 @@ impl Conn<'_> {
 
     /// Queues `first` and whatever else is ready, then writes them together.
     async fn send_frames(&mut self, first: Arc<crate::media::Frame>) -> Result<(), ConnError> {
-        let Role::Playing { sub, stream_id, internal } = &mut self.role else { return Ok(()) };
+        let Role::Playing { sub, stream_id, internal, .. } = &mut self.role else { return Ok(()) };
         let internal = *internal;
         let chunk_size = self.ctx.config.chunk_size as usize;
         let encode = |f: &crate::media::Frame| {
@@ -501,7 +510,8 @@ impl Conn<'_> {
     }
 }
 
-/// Splits `channel?token=…` (players put a play token in the stream name).
+/// Splits `channel?token=…` (players put a play token in the stream name;
+/// percent-encoded as in an HTTP query, or plain).
 fn split_play_name(name: &str) -> (&str, Option<String>) {
     match name.split_once('?') {
         None => (name, None),
@@ -509,10 +519,31 @@ fn split_play_name(name: &str) -> (&str, Option<String>) {
             let token = query
                 .split('&')
                 .find_map(|kv| kv.strip_prefix("token="))
-                .map(str::to_string);
+                .map(percent_decode);
             (channel, token)
         }
     }
+}
+
+/// Decodes `%XX` escapes; anything malformed is kept as it is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn write_all_vectored(w: &mut OwnedWriteHalf, bufs: &mut VecDeque<Bytes>) -> std::io::Result<usize> {
@@ -556,6 +587,7 @@ mod tests {
         assert_eq!(split_play_name("demo"), ("demo", None));
         assert_eq!(split_play_name("demo?token=abc&x=1"), ("demo", Some("abc".into())));
         assert_eq!(split_play_name("demo?x=1"), ("demo", None));
+        assert_eq!(split_play_name("demo?token=a%2Bb%2F.c%zz%4"), ("demo", Some("a+b/.c%zz%4".into())));
     }
 }
 

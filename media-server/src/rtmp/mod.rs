@@ -33,6 +33,8 @@ pub struct RtmpContext {
     pub shutdown: CancellationToken,
     /// Rendition names and the internal rendition publish path.
     pub transcoding: Arc<crate::transcode::Transcoding>,
+    /// Viewer counts by channel and protocol.
+    pub audience: Arc<crate::audience::Audience>,
 }
 
 /// Accepts RTMP connections until shutdown; each runs in its own task

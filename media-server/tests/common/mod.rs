@@ -305,3 +305,119 @@ pub async fn probe_streams(url: &str) -> Vec<(String, String, u32, u32)> {
         })
         .collect()
 }
+
+/// Video packets an ffmpeg reader gets from `url` in `seconds`.
+pub async fn probe_for(url: String, seconds: u32) -> usize {
+    let out = tokio::process::Command::new("ffprobe")
+        .args(["-v", "error", "-read_intervals", &format!("%+{seconds}"), "-select_streams", "v"])
+        .args(["-show_entries", "packet=pts", "-of", "csv", &url])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out).await.expect("ffprobe in time").expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("packet")).count()
+}
+
+/// Calls `f` every 100 ms until `done` holds (at most 10 s); the last value.
+pub async fn poll_until<T, F, Fut>(f: F, done: impl Fn(&T) -> bool) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut v = f().await;
+    for _ in 0..100 {
+        if done(&v) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        v = f().await;
+    }
+    v
+}
+
+/// The control API over HTTP, as a client sees it.
+pub struct Api {
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Api {
+        Api { base: format!("http://{addr}"), client: reqwest::Client::new() }
+    }
+
+    /// A write; the idempotency key follows path, token and body, so the
+    /// same call is the same request.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("Idempotency-Key", format!("k-{path}-{}-{body}", token.unwrap_or("")))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("api request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("api request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+/// A streamer seeded into the control plane: handle, fixed API token,
+/// channel and stream key; 10 WE and a 1 GB package.
+pub struct Streamer<'a> {
+    pub handle: &'a str,
+    pub api_token: &'a str,
+    pub channel: &'a str,
+    pub stream_key: &'a str,
+}
+
+/// A loopback server with the embedded control plane in dev mode (faucet
+/// on), 1 s HLS segments and no transcoding, the given streamers seeded.
+/// `control_keys` go into `[control]`; `tables` are appended (more TOML
+/// tables: `[http]`, `[control.rooms]`, ...).
+pub fn control_config(tag: &str, streamers: &[Streamer<'_>], control_keys: &str, tables: &str) -> Config {
+    let mut text = format!(
+        r#"
+[server]
+rtmp_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+data_dir = "{}"
+[hls]
+segment_duration_ms = 1000
+[transcoder]
+enabled = false
+[control]
+dev_mode = true
+admin_token = "{tag}-admin-token"
+faucet_enabled = true
+{control_keys}
+[[control.products]]
+id = "bw"
+description = "1 GB"
+bandwidth_bytes = 1000000000
+validity_days = 1
+price_micro_we = 1000000
+"#,
+        scratch_dir(tag).display()
+    );
+    for s in streamers {
+        text.push_str(&format!(
+            "[[control.seed]]\nhandle = \"{}\"\napi_token = \"{}\"\nfund_micro_we = 10000000\npackages = [\"bw\"]\n\
+             [[control.seed.channels]]\nname = \"{}\"\nstream_keys = [\"{}\"]\n",
+            s.handle, s.api_token, s.channel, s.stream_key
+        ));
+    }
+    text.push_str(tables);
+    Config::parse(&text).unwrap_or_else(|e| panic!("{tag} config: {e}\n{text}"))
+}

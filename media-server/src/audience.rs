@@ -1,0 +1,165 @@
+//! Who watches which channel, by protocol, for the rooms' viewer counts.
+//!
+//! Contract:
+//! - Counts are per *source* channel: callers pass the name with any
+//!   rendition suffix split off, so `demo_480p` viewers count for `demo`.
+//! - RTMP and HTTP-FLV viewers hold a [`ViewerGuard`] for their
+//!   connection's life: two atomic operations per viewer, nothing per frame.
+//! - HLS has no connection: a client (address and `User-Agent`) counts as
+//!   a viewer of a channel while it fetched one of its playlists or
+//!   segments within the window. One map write per HLS request.
+//! - [`Audience::snapshot`] is meant for a once-a-second reader: it also
+//!   forgets idle HLS clients and channels nobody watches.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+/// Viewers of one channel by protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// RTMP players.
+    pub rtmp: u64,
+    /// HTTP-FLV players.
+    pub flv: u64,
+    /// HLS clients seen within the window.
+    pub hls: u64,
+}
+
+/// A connection-bound protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connected {
+    /// RTMP play.
+    Rtmp,
+    /// HTTP-FLV.
+    Flv,
+}
+
+#[derive(Debug, Default)]
+struct LiveCounts {
+    rtmp: AtomicU64,
+    flv: AtomicU64,
+}
+
+impl LiveCounts {
+    fn counter(&self, p: Connected) -> &AtomicU64 {
+        match p {
+            Connected::Rtmp => &self.rtmp,
+            Connected::Flv => &self.flv,
+        }
+    }
+}
+
+/// The registry; one per server.
+#[derive(Debug)]
+pub struct Audience {
+    connected: DashMap<String, Arc<LiveCounts>>,
+    /// (channel, client) -> last request, ms.
+    hls: DashMap<(String, u64), u64>,
+    hls_window_ms: u64,
+}
+
+/// Counts one RTMP or FLV viewer until dropped.
+#[derive(Debug)]
+pub struct ViewerGuard {
+    counts: Arc<LiveCounts>,
+    protocol: Connected,
+}
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        self.counts.counter(self.protocol).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Audience {
+    /// An HLS client counts for `hls_window_ms` after its last request.
+    pub fn new(hls_window_ms: u64) -> Audience {
+        Audience { connected: DashMap::new(), hls: DashMap::new(), hls_window_ms }
+    }
+
+    /// A viewer of `source` joined over `protocol`; it leaves when the guard drops.
+    pub fn join(&self, source: &str, protocol: Connected) -> ViewerGuard {
+        // Cloned inside the shard lock, so `snapshot` never forgets an
+        // entry a guard is about to use.
+        let counts = Arc::clone(self.connected.entry(source.to_string()).or_default().value());
+        counts.counter(protocol).fetch_add(1, Ordering::Relaxed);
+        ViewerGuard { counts, protocol }
+    }
+
+    /// An HLS request of `source` from a client.
+    pub fn hls_request(&self, source: &str, addr: IpAddr, user_agent: &[u8], now_ms: u64) {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        addr.hash(&mut h);
+        user_agent.hash(&mut h);
+        self.hls.insert((source.to_string(), h.finish()), now_ms);
+    }
+
+    /// Current counts of every watched channel; forgets HLS clients idle
+    /// past the window and channels with no connected viewer.
+    pub fn snapshot(&self, now_ms: u64) -> BTreeMap<String, Counts> {
+        let mut out: BTreeMap<String, Counts> = BTreeMap::new();
+        self.hls.retain(|(channel, _), last| {
+            let fresh = now_ms.saturating_sub(*last) <= self.hls_window_ms;
+            if fresh {
+                out.entry(channel.clone()).or_default().hls += 1;
+            }
+            fresh
+        });
+        self.connected.retain(|channel, counts| {
+            let rtmp = counts.rtmp.load(Ordering::Relaxed);
+            let flv = counts.flv.load(Ordering::Relaxed);
+            if rtmp + flv > 0 {
+                let c = out.entry(channel.clone()).or_default();
+                c.rtmp = rtmp;
+                c.flv = flv;
+            }
+            // Only the map holds it: no guard can appear without the shard lock.
+            rtmp + flv > 0 || Arc::strong_count(counts) > 1
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    #[test]
+    fn connected_viewers_count_while_their_guard_lives() {
+        let a = Audience::new(6000);
+        let g1 = a.join("demo", Connected::Flv);
+        let g2 = a.join("demo", Connected::Flv);
+        let g3 = a.join("demo", Connected::Rtmp);
+        assert_eq!(a.snapshot(0)["demo"], Counts { rtmp: 1, flv: 2, hls: 0 });
+        drop((g1, g3));
+        assert_eq!(a.snapshot(0)["demo"], Counts { rtmp: 0, flv: 1, hls: 0 });
+        drop(g2);
+        assert!(a.snapshot(0).is_empty(), "an unwatched channel is forgotten");
+        let _g = a.join("demo", Connected::Rtmp);
+        assert_eq!(a.snapshot(0)["demo"].rtmp, 1, "and counted again when watched");
+    }
+
+    #[test]
+    fn hls_clients_count_once_each_within_the_window() {
+        let a = Audience::new(6000);
+        for t in [0, 1000, 2000] {
+            a.hls_request("demo", A, b"hls.js", t);
+        }
+        a.hls_request("demo", A, b"ffmpeg", 2000);
+        a.hls_request("demo", B, b"hls.js", 3000);
+        a.hls_request("other", B, b"hls.js", 3000);
+        assert_eq!(a.snapshot(3000)["demo"].hls, 3);
+        assert_eq!(a.snapshot(3000)["other"].hls, 1);
+        // A's ffmpeg and hls.js were last seen at 2000, B at 3000.
+        assert_eq!(a.snapshot(8500)["demo"].hls, 1);
+        assert!(a.snapshot(9001).is_empty());
+    }
+}
