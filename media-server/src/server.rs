@@ -1,6 +1,7 @@
 //! The all-in-one server: binds the listeners, wires hub, hooks and
 //! protocols together, and shuts down cleanly.
 
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -223,6 +224,13 @@ impl Server {
         let app = app.merge(extra);
         let token = shutdown.clone();
         tasks.spawn(async move {
+            // No Nagle: small writes (room events, playlists, FLV tags) leave
+            // at once instead of waiting ~40 ms for the peer's delayed ACK.
+            let http_listener = http_listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+            });
             let served = axum::serve(
                 http_listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -60,7 +60,7 @@ impl ChannelPlaylist {
             channel: channel.to_string(),
             playlist_length: playlist_length.max(1),
             ring_capacity: playlist_length.max(1) + extra_kept,
-            min_target_s: segment_duration_ms.div_ceil(1000).max(1),
+            min_target_s: rounded_seconds(segment_duration_ms).max(1),
             segments: VecDeque::new(),
             target_duration_s: 0,
             discontinuity_sequence: 0,
@@ -83,7 +83,11 @@ impl ChannelPlaylist {
         self.target_duration_s = self
             .target_duration_s
             .max(self.min_target_s)
-            .max(segment.duration_ms.div_ceil(1000));
+            // RFC 8216 §4.3.3.1: each EXTINF *rounded to the nearest
+            // integer* must not exceed the target. Rounding up instead would
+            // let one 2.016 s segment raise the target to 3 s for the rest of
+            // the broadcast, and players hold back three targets from live.
+            .max(rounded_seconds(segment.duration_ms));
         self.segments.push_back(Arc::new(segment));
         // Discontinuities that scrolled out of the playlist window (counted
         // before the ring drops them: the window may be the whole ring).
@@ -173,6 +177,11 @@ impl ChannelPlaylist {
             .max()
             .unwrap_or(0)
     }
+}
+
+/// Milliseconds to whole seconds, rounded to the nearest (half up).
+fn rounded_seconds(ms: u64) -> u64 {
+    (ms + 500) / 1000
 }
 
 fn render_media(p: &ChannelPlaylist) -> Result<Option<String>, hls_m3u8::Error> {

@@ -252,6 +252,22 @@ fn target_duration_never_understates_a_long_segment() {
 }
 
 #[test]
+fn a_segment_a_frame_longer_than_the_target_does_not_raise_it() {
+    // 2.033 s segments (a 61-frame GOP at 30 fps) round to 2: the target
+    // stays 2 s, as RFC 8216 allows, instead of jumping to 3 s for good.
+    let mut s = Segmenter::new(2000, 0);
+    let segs = publish_av(&mut s, START, 13, 61, 0);
+    assert!(segs.iter().all(|s| (2000..2100).contains(&s.duration_ms)), "{segs:?}");
+    let mut p = ChannelPlaylist::new("demo", 2000, 6, 0);
+    for seg in segs {
+        p.push(seg);
+    }
+    let text = String::from_utf8(p.media_playlist().unwrap().to_vec()).unwrap();
+    let parsed = hls_m3u8::MediaPlaylist::try_from(text.as_str()).unwrap();
+    assert_eq!(parsed.target_duration.as_secs(), 2, "{text}");
+}
+
+#[test]
 fn program_date_time_is_iso8601_utc() {
     assert_eq!(playlist::iso8601_ms(0), "1970-01-01T00:00:00.000Z");
     assert_eq!(playlist::iso8601_ms(1_764_070_852_123), "2025-11-25T11:40:52.123Z");
