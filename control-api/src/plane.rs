@@ -183,6 +183,44 @@ impl ControlPlane {
         })
     }
 
+    /// Writes the in-memory activity tally (rewards) to the database in one
+    /// transaction; on failure the tally is kept for the next try.
+    /// Blocking: call it from `spawn_blocking`.
+    pub fn flush_activity(&self) -> Result<(), ControlError> {
+        let activity = self.inner.rooms.activity();
+        let tally = activity.drain();
+        if tally.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.inner.store.add_activity(tally.clone()) {
+            activity.restore(tally);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Flushes the activity tally every `control.rewards.flush_interval_ms`
+    /// until `stop` resolves, and once more at the end.
+    pub async fn run_activity_flusher(self, stop: impl std::future::Future<Output = ()>) {
+        let every = std::time::Duration::from_millis(self.inner.config.rewards.flush_interval_ms);
+        tokio::pin!(stop);
+        loop {
+            let stopping = tokio::select! {
+                _ = &mut stop => true,
+                _ = tokio::time::sleep(every) => false,
+            };
+            let plane = self.clone();
+            match tokio::task::spawn_blocking(move || plane.flush_activity()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "activity tally not written; kept for the next flush"),
+                Err(e) => tracing::warn!(error = %e, "activity flush task failed"),
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
     /// The REST API, every route under `/v1`, state applied: merge it into
     /// the server's router.
     pub fn router(&self) -> axum::Router {

@@ -116,6 +116,11 @@ async fn control(config: Config) -> anyhow::Result<()> {
         .await??;
     let registry = prometheus::Registry::new();
     plane.register_metrics(&registry)?;
+    let flusher_stop = tokio_util::sync::CancellationToken::new();
+    let flusher = {
+        let stop = flusher_stop.clone();
+        tokio::spawn(plane.clone().run_activity_flusher(async move { stop.cancelled().await }))
+    };
     let metrics = move || {
         let registry = registry.clone();
         async move { prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap_or_default() }
@@ -133,6 +138,8 @@ async fn control(config: Config) -> anyhow::Result<()> {
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(wait_for_signal())
         .await?;
+    flusher_stop.cancel();
+    let _ = flusher.await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -106,6 +106,10 @@ impl Server {
             Duration::from_secs(1),
             server.shutdown.clone(),
         ));
+        // The rewards' activity tally goes to the database every
+        // `control.rewards.flush_interval_ms`, and once more at shutdown.
+        let stop = server.shutdown.clone();
+        server.tasks.spawn(plane.clone().run_activity_flusher(async move { stop.cancelled().await }));
         server.control = Some(Arc::new(plane));
         Ok(server)
     }

@@ -348,6 +348,9 @@ pub(super) async fn create_share(
     let now = state.rooms.now_ms();
     let r = blocking(&state.store, move |s| s.create_share(&auth.0, &key, &channel, now)).await?;
     state.rooms.mark_active(r.value.account, 0);
+    if !r.replayed {
+        state.rooms.activity().account(r.value.account, now, |i| i.shares += 1);
+    }
     let s = &r.value;
     let body = serde_json::json!({
         "code": s.code,

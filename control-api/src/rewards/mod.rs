@@ -29,6 +29,8 @@
 //! `V = 30` and `V_target = 60` half is released: 10,000 WE. `theta = 60%`:
 //! 6,000 WE to users, 4,000 WE to creators.
 
+pub mod activity;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
@@ -143,6 +145,8 @@ pub struct RewardsConfig {
     pub theta_bps: u32,
     /// A watch session shorter than this does not count.
     pub min_watch_session_ms: u64,
+    /// How often the in-memory activity tally is written to the database.
+    pub flush_interval_ms: u64,
     /// Weights and caps of the indicators.
     pub indicators: IndicatorRules,
 }
@@ -159,6 +163,7 @@ impl Default for RewardsConfig {
             v_target: 1_000.0,
             theta_bps: 6_000,
             min_watch_session_ms: 30_000,
+            flush_interval_ms: 10_000,
             indicators: IndicatorRules::default(),
         }
     }
@@ -182,6 +187,9 @@ impl RewardsConfig {
         }
         if !(self.v_target.is_finite() && self.v_target > 0.0) {
             return err("v_target", "must be a positive number");
+        }
+        if !(100..=3_600_000).contains(&self.flush_interval_ms) {
+            return err("flush_interval_ms", "must be between 100 and 3600000");
         }
         if self.theta_bps > 10_000 {
             return err("theta_bps", "must be at most 10000 (100%)");

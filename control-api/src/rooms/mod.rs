@@ -144,6 +144,8 @@ pub struct Rooms {
     /// their chat no longer needs a write.
     active: DashMap<AccountId, ()>,
     next_chat_id: AtomicU64,
+    /// Activity indicators for the daily rewards, tallied in memory.
+    activity: crate::rewards::activity::ActivityLog,
     ticker: AtomicBool,
     me: Weak<Rooms>,
 }
@@ -174,6 +176,7 @@ impl Rooms {
             rooms: DashMap::new(),
             active: DashMap::new(),
             next_chat_id: AtomicU64::new(1),
+            activity: crate::rewards::activity::ActivityLog::default(),
             ticker: AtomicBool::new(false),
             me: me.clone(),
         });
@@ -231,6 +234,11 @@ impl Rooms {
         &self.config
     }
 
+    /// The activity tally of the daily rewards.
+    pub fn activity(&self) -> &crate::rewards::activity::ActivityLog {
+        &self.activity
+    }
+
     /// The ticket gate (prices and token secret).
     pub fn tickets(&self) -> &Arc<TicketGate> {
         &self.tickets
@@ -259,7 +267,13 @@ impl Rooms {
             return;
         }
         st.live = live;
-        let bytes = Event::Stream { live, ts_ms: self.clock.now_ms() }.to_bytes();
+        let now = self.clock.now_ms();
+        if live {
+            self.activity.stream_started(channel, now);
+        } else {
+            self.activity.stream_ended(channel, now);
+        }
+        let bytes = Event::Stream { live, ts_ms: now }.to_bytes();
         Room::publish(&mut st, &room.events, bytes, 0);
     }
 
@@ -268,6 +282,7 @@ impl Rooms {
     /// once per `viewers_interval_ms`; a change inside the interval is sent
     /// when it ends.
     pub fn set_viewers(&self, channel: &str, v: ViewerCounts) {
+        self.activity.viewers(channel, self.clock.now_ms(), v.rtmp + v.flv + v.hls);
         let room = self.room(channel);
         {
             let mut st = room.state.lock();
@@ -346,6 +361,10 @@ impl Rooms {
 
     /// Announces a posted gift in its room and updates the room's score.
     pub(crate) fn gift_posted(&self, g: &GiftReceipt) {
+        let paid = u64::try_from(g.paid_micro).unwrap_or(0);
+        self.activity.account(g.account, g.ts_ms, |i| i.gifts_sent_micro += paid);
+        let received = u64::try_from(g.streamer_micro).unwrap_or(0);
+        self.activity.channel_gift(&g.channel, g.ts_ms, received);
         let room = self.room(&g.channel);
         let bytes = Event::Gift {
             id: g.gift_id,

@@ -257,6 +257,7 @@ impl Client {
         let record = self.rooms.handle_chat(&self.room, self.caller.as_ref(), &text)?;
         if let (true, Some(caller)) = (record, &self.caller) {
             let (rooms, account, now) = (Arc::clone(&self.rooms), caller.account_id, self.rooms.now_ms());
+            rooms.activity().account(account, now, |i| i.chat_messages += 1);
             let store = Arc::clone(&self.store);
             tokio::spawn(async move {
                 match blocking(&store, move |s| s.record_activity(account, now)).await {

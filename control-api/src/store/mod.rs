@@ -641,6 +641,11 @@ pub trait Store: Send + Sync + 'static {
     fn record_activity(&self, account: AccountId, now_ms: i64) -> Result<i64, StoreError>;
     /// An account's activity events.
     fn activity(&self, account: AccountId) -> Result<i64, StoreError>;
+    /// Adds a tally of activity indicators to the per-day rows (channel
+    /// rows count for the channel's owner), in one transaction.
+    fn add_activity(&self, tally: crate::rewards::activity::Tally) -> Result<(), StoreError>;
+    /// Every account's indicators of one UTC day (`unix ms / 86,400,000`).
+    fn activity_of_day(&self, day: i64) -> Result<Vec<(AccountId, crate::rewards::Indicators)>, StoreError>;
 }
 
 /// Checks an account handle; the message names the rule.

@@ -26,6 +26,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (2, include_str!("../../migrations/0002_edges.sql")),
     (3, include_str!("../../migrations/0003_rooms.sql")),
+    (4, include_str!("../../migrations/0004_activity.sql")),
 ];
 
 /// Most writes committed together in one transaction (group commit).
@@ -628,6 +629,17 @@ impl Store for SqliteStore {
 
     fn activity(&self, account: AccountId) -> Result<i64, StoreError> {
         self.read(|c| rooms::activity(c, account))
+    }
+
+    fn add_activity(&self, tally: crate::rewards::activity::Tally) -> Result<(), StoreError> {
+        if tally.is_empty() {
+            return Ok(());
+        }
+        self.write(move |tx| crate::rewards::activity::store_tally(tx, &tally))
+    }
+
+    fn activity_of_day(&self, day: i64) -> Result<Vec<(AccountId, crate::rewards::Indicators)>, StoreError> {
+        self.read(|c| crate::rewards::activity::day_rows(c, day))
     }
 
     fn seed(&self, config: &ControlConfig, now_ms: i64) -> Result<(), StoreError> {
