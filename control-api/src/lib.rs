@@ -37,6 +37,7 @@ pub mod http_hooks;
 pub mod inproc;
 pub mod metrics;
 pub mod plane;
+pub mod settlement;
 pub mod store;
 
 pub use config::{
