@@ -22,6 +22,14 @@ use westream_control::settlement::{
 const ANVIL_KEY_0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 const ANVIL_KEY_1: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 
+/// Awaits `$call`, which must fail with an error matching the pattern.
+macro_rules! assert_refused {
+    ($call:expr, $pattern:pat $(if $guard:expr)?) => {{
+        let err = $call.await.unwrap_err();
+        assert!(matches!(&err, $pattern $(if $guard)?), "{err}");
+    }};
+}
+
 fn micro_we(n: u64) -> U256 {
     U256::from(n) * U256::from(WEI_PER_MICRO_WE)
 }
@@ -114,8 +122,10 @@ async fn three_epoch_scenario(
         micro_we(100)
     );
     // A second claim of the same cumulative amount reverts: nothing is owed.
-    let err = claim(operator, &t1, "alice").await.unwrap_err();
-    assert!(matches!(err, ChainError::NothingToClaim { .. }), "{err}");
+    assert_refused!(
+        claim(operator, &t1, "alice"),
+        ChainError::NothingToClaim { .. }
+    );
 
     // Epoch 2: alice and bob grow, carol arrives.
     let t2 = tree(&[("alice", 130), ("bob", 70), ("carol", 40)]);
@@ -123,29 +133,25 @@ async fn three_epoch_scenario(
     assert_eq!(operator.balance_of(d).await.unwrap(), micro_we(240 - 100));
 
     // An old root: bob's epoch-1 proof no longer matches.
-    let err = claim(operator, &t1, "bob").await.unwrap_err();
-    assert!(matches!(err, ChainError::InvalidProof), "{err}");
+    assert_refused!(claim(operator, &t1, "bob"), ChainError::InvalidProof);
     // A tampered proof.
     let (carol, carol_amount, mut tampered) = proof_of(&t2, "carol");
     tampered[0].0[0] ^= 0x80;
-    let err = operator
-        .claim(carol, carol_amount, &tampered)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ChainError::InvalidProof), "{err}");
+    assert_refused!(
+        operator.claim(carol, carol_amount, &tampered),
+        ChainError::InvalidProof
+    );
     // Carol's leaf claimed for another account.
     let (_, _, carol_proof) = proof_of(&t2, "carol");
-    let err = operator
-        .claim(account("bob"), carol_amount, &carol_proof)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ChainError::InvalidProof), "{err}");
+    assert_refused!(
+        operator.claim(account("bob"), carol_amount, &carol_proof),
+        ChainError::InvalidProof
+    );
     // A changed amount.
-    let err = operator
-        .claim(carol, carol_amount + U256::from(1), &carol_proof)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ChainError::InvalidProof), "{err}");
+    assert_refused!(
+        operator.claim(carol, carol_amount + U256::from(1), &carol_proof),
+        ChainError::InvalidProof
+    );
 
     // Claims pay exactly the cumulative difference; bob collects both epochs.
     assert_eq!(claim(operator, &t2, "alice").await.unwrap(), micro_we(30));
@@ -179,43 +185,27 @@ async fn three_epoch_scenario(
         operator.transaction_count(operator.sender()).await.unwrap(),
         nonce
     );
-    let err = operator
-        .publish_root(2, t1.root(), t2.total())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, ChainError::EpochConflict { anchored, .. } if anchored.root == t2.root()),
-        "{err}"
+    assert_refused!(
+        operator.publish_root(2, t1.root(), t2.total()),
+        ChainError::EpochConflict { anchored, .. } if anchored.root == t2.root()
     );
 
     // The contract enforces order, a non-decreasing total and the operator.
     let t3 = tree(&[("alice", 150), ("bob", 70), ("carol", 40), ("dave", 10)]);
-    let err = operator
-        .publish_root(4, t3.root(), t3.total())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ChainError::EpochOutOfOrder {
-                expected: 3,
-                given: 4
-            }
-        ),
-        "{err}"
+    assert_refused!(
+        operator.publish_root(4, t3.root(), t3.total()),
+        ChainError::EpochOutOfOrder {
+            expected: 3,
+            given: 4
+        }
     );
-    let err = operator
-        .publish_root(3, t3.root(), t2.total() - U256::from(1))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ChainError::TotalDecreased { .. }), "{err}");
-    let err = intruder
-        .publish_root(3, t3.root(), t3.total())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, ChainError::NotOperator { caller } if caller == intruder.sender()),
-        "{err}"
+    assert_refused!(
+        operator.publish_root(3, t3.root(), t2.total() - U256::from(1)),
+        ChainError::TotalDecreased { .. }
+    );
+    assert_refused!(
+        intruder.publish_root(3, t3.root(), t3.total()),
+        ChainError::NotOperator { caller } if *caller == intruder.sender()
     );
     assert_eq!(
         operator.transaction_count(operator.sender()).await.unwrap(),
@@ -229,8 +219,10 @@ async fn three_epoch_scenario(
     assert_eq!(claim(operator, &t3, "alice").await.unwrap(), micro_we(20));
     assert_eq!(claim(operator, &t3, "carol").await.unwrap(), micro_we(40));
     assert_eq!(claim(operator, &t3, "dave").await.unwrap(), micro_we(10));
-    let err = claim(operator, &t3, "bob").await.unwrap_err();
-    assert!(matches!(err, ChainError::NothingToClaim { .. }), "{err}");
+    assert_refused!(
+        claim(operator, &t3, "bob"),
+        ChainError::NothingToClaim { .. }
+    );
 
     // Solvency: what the distributor holds plus what it paid is what was anchored.
     let held = operator.balance_of(d).await.unwrap();
