@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, B256, U256};
 use westream_control::settlement::{
-    dev_address, AllocationConfig, AnchorOutcome, Chain, ChainBackend, ChainError, EvmChain,
-    RpcChain, RpcChainConfig, SettlementConfig, SettlementLeaf, SettlementTree, WEI_PER_MICRO_WE,
-    WEI_PER_WE,
+    dev_address, open_chain, AllocationConfig, AnchorOutcome, Chain, ChainBackend, ChainError,
+    EvmChain, RpcChain, RpcChainConfig, SettlementConfig, SettlementLeaf, SettlementTree,
+    WEI_PER_MICRO_WE, WEI_PER_WE,
 };
 
 /// anvil's first two well-known dev keys (public test keys, funded on anvil only).
@@ -427,4 +427,32 @@ async fn rpc_chain_on_anvil_runs_three_epochs_of_claims_with_every_refusal() {
     assert_eq!(again.contracts(), chain.contracts());
     assert_eq!(again.last_epoch().await.unwrap(), 3);
     drop(anvil);
+}
+
+#[tokio::test]
+async fn open_chain_defaults_to_the_embedded_chain_under_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SettlementConfig::default();
+    let chain = open_chain(&config, dir.path()).await.unwrap();
+    assert_eq!(chain.total_supply().await.unwrap(), we(1_250_000_000));
+    assert!(dir.path().join(&config.embedded_state_path).exists());
+}
+
+#[tokio::test]
+async fn an_rpc_chain_without_a_signer_names_the_missing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = rpc_config("http://127.0.0.1:9", Address::repeat_byte(1));
+    config.rpc.private_key = String::new();
+    config.rpc.private_key_env = "WESTREAM_TEST_KEY_THAT_IS_NOT_SET".to_owned();
+    let err = RpcChain::connect(&config, dir.path()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ChainError::Config {
+                key: "rpc.private_key_env",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
