@@ -207,12 +207,15 @@ impl MediaHooks for HttpHooks {
     }
 
     async fn authorize_play(&self, req: &PlayRequest) -> Result<(), Denied> {
-        let cache_key = format!("{}/{}", req.app, req.channel);
-        // Ticketed plays carry a per-viewer token: never answer them from cache.
-        if req.token.is_none() {
-            if let Some(answer) = self.play_cache.get(cache_key.as_str()) {
-                return answer;
-            }
+        // A ticketed play carries a per-viewer token: its answer is cached
+        // under the token too (an HLS viewer asks once per segment), for the
+        // same TTL, so an edge asks the control plane once per viewer per TTL.
+        let cache_key = match &req.token {
+            None => format!("{}/{}", req.app, req.channel),
+            Some(t) => format!("{}/{}?{t}", req.app, req.channel),
+        };
+        if let Some(answer) = self.play_cache.get(cache_key.as_str()) {
+            return answer;
         }
         let body = PlayCheck {
             app: req.app.clone(),
@@ -230,7 +233,7 @@ impl MediaHooks for HttpHooks {
         } else {
             Err(Self::denial(resp, &req.app, Some(&req.channel)).await)
         };
-        if req.token.is_none() && !matches!(answer, Err(Denied::Unavailable(_))) {
+        if !matches!(answer, Err(Denied::Unavailable(_))) {
             self.play_cache.put(cache_key, answer.clone());
         }
         answer

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::json;
-use westream_control::hooks::{Denied, PlayProtocol, PlayRequest};
+use westream_control::hooks::{Denied, MediaHooks, PlayProtocol, PlayRequest};
 use westream_control::Clock;
 
 const PROTOCOLS: [PlayProtocol; 3] = [PlayProtocol::Rtmp, PlayProtocol::Flv, PlayProtocol::Hls];
@@ -99,6 +99,50 @@ async fn the_http_play_hook_answers_403_with_the_reason_and_204_with_a_ticket() 
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
     assert!(r.body["message"].as_str().unwrap_or("").contains("ticketed"), "{:?}", r.body);
     assert_eq!(ask(Some(token)).await.status, StatusCode::NO_CONTENT);
+}
+
+/// An edge checks plays over HTTP: a ticketed HLS viewer asks once per
+/// segment, and the edge's hooks answer the repeats from their cache.
+#[tokio::test]
+async fn an_edge_asks_the_control_plane_once_per_ticket_not_once_per_segment() {
+    let s = start_with(open_rooms_config()).await;
+    let (show, _) = s.streamer("show").await;
+    let (fan, _) = s.account("fan", 10 * WE).await;
+    s.room_settings(&show, "show", json!({"ticket_price_micro": WE})).await;
+    let token = buy(&s, &fan, "show").await["token"].as_str().expect("token").to_string();
+    let registry = prometheus::Registry::new();
+    s.plane.register_metrics(&registry).expect("metrics");
+    let asked = || {
+        registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "westream_control_http_requests_total")
+            .flat_map(|f| {
+                f.get_metric()
+                    .iter()
+                    .filter(|m| m.get_label().iter().any(|l| l.get_value() == "/v1/hooks/play"))
+                    .map(|m| m.get_counter().get_value())
+                    .collect::<Vec<_>>()
+            })
+            .sum::<f64>()
+    };
+    let edge = westream_control::HttpHooks::new(s.base.clone(), NODE).expect("hooks");
+    let req = |t: Option<&str>| PlayRequest {
+        app: "live".into(),
+        channel: "show".into(),
+        token: t.map(str::to_string),
+        protocol: PlayProtocol::Hls,
+        client_addr: None,
+    };
+    for _ in 0..20 {
+        assert_eq!(edge.authorize_play(&req(Some(&token))).await, Ok(()));
+    }
+    assert_eq!(asked(), 1.0, "one question for twenty segments");
+    // Without the token: refused (and that answer is cached on its own key).
+    for _ in 0..3 {
+        refused_because(edge.authorize_play(&req(None)).await, "ticket");
+    }
+    assert_eq!(asked(), 2.0);
 }
 
 #[tokio::test]
