@@ -120,7 +120,7 @@ async fn an_edge_asks_the_control_plane_once_per_ticket_not_once_per_segment() {
             .flat_map(|f| {
                 f.get_metric()
                     .iter()
-                    .filter(|m| m.get_label().iter().any(|l| l.get_value() == "/v1/hooks/play"))
+                    .filter(|m| m.get_label().iter().any(|l| l.value() == "/v1/hooks/play"))
                     .map(|m| m.get_counter().get_value())
                     .collect::<Vec<_>>()
             })
