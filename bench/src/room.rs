@@ -19,7 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::procstat::{clock_ticks_per_sec, sample_tree, ProcSample};
+use crate::procstat::{clock_ticks_per_sec, cpu_seconds_between, sample_tree, ProcSample};
 use crate::stats::Percentiles;
 
 /// `room` arguments.
@@ -172,8 +172,9 @@ async fn listen(
     Ok(())
 }
 
+/// CPU seconds between two samples, `None` when either is missing.
 fn cpu_seconds(before: Option<ProcSample>, after: Option<ProcSample>, ticks: u64) -> Option<f64> {
-    Some(after?.cpu_ticks.saturating_sub(before?.cpu_ticks) as f64 / ticks as f64)
+    (before.is_some() && after.is_some()).then(|| cpu_seconds_between(before, after, ticks))
 }
 
 /// Runs the room scenario and prints a JSON report.

@@ -40,19 +40,7 @@ node_tokens = ["{NODE_TOKEN}"]
 policy = "round_robin"
 tolerance_km = 50.0
 heartbeat_timeout_ms = {}
-[[control.products]]
-id = "bw"
-bandwidth_bytes = 10_000_000_000
-validity_days = 30
-price_micro_we = 1_000_000
-[[control.seed]]
-handle = "demo"
-fund_micro_we = 100_000_000
-packages = ["bw"]
-[[control.seed.channels]]
-name = "demo"
-stream_keys = ["demo-key"]
-"#,
+{DEMO_SEED}"#,
         scratch_dir("cities-origin").display(),
         2 * HEARTBEAT_MS
     );

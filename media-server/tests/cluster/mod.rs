@@ -5,6 +5,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
+
+use crate::common::DEMO_SEED;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -141,19 +143,7 @@ admin_token = "{ADMIN_TOKEN}"
 node_tokens = ["{NODE_TOKEN}"]
 [control.edges]
 heartbeat_timeout_ms = {heartbeat_timeout_ms}
-[[control.products]]
-id = "bw"
-bandwidth_bytes = 10_000_000_000
-validity_days = 30
-price_micro_we = 1_000_000
-[[control.seed]]
-handle = "demo"
-fund_micro_we = 100_000_000
-packages = ["bw"]
-[[control.seed.channels]]
-name = "demo"
-stream_keys = ["demo-key"]
-"#
+{DEMO_SEED}"#
             ),
         );
         let (origin, relay, cert_sha256) = start_serve(&dir, &config);

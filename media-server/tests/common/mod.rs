@@ -22,6 +22,24 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// Control-plane tables of multi-node tests: account `demo`, funded, with a
+/// 10 GB package and channel `demo` published with key `demo-key`.
+#[allow(dead_code)]
+pub const DEMO_SEED: &str = r#"
+[[control.products]]
+id = "bw"
+bandwidth_bytes = 10_000_000_000
+validity_days = 30
+price_micro_we = 1_000_000
+[[control.seed]]
+handle = "demo"
+fund_micro_we = 100_000_000
+packages = ["bw"]
+[[control.seed.channels]]
+name = "demo"
+stream_keys = ["demo-key"]
+"#;
+
 /// The test config: loopback port 0, channel demo/demo-key, short timers.
 pub fn test_config(extra: &str) -> Config {
     let text = format!(
