@@ -211,7 +211,19 @@ impl Stream {
         backlog.extend(st.metadata.iter().cloned());
         backlog.extend(st.avc.iter().cloned());
         backlog.extend(st.aac.iter().cloned());
-        backlog.extend(st.gop.iter().cloned());
+        // Audio held for the next video frame is already in the GOP cache
+        // but not yet broadcast: this receiver gets it with that batch, so
+        // the backlog stops short of it (else it would arrive twice, and
+        // its timestamps would go backwards).
+        let mut replay = st.gop.len();
+        for held in st.pending_audio.iter().rev() {
+            if replay > 0 && Arc::ptr_eq(&st.gop[replay - 1], held) {
+                replay -= 1;
+            } else {
+                break;
+            }
+        }
+        backlog.extend(st.gop.iter().take(replay).cloned());
         let starts_on_key = st.gop.front().is_some_and(|f| f.keyframe);
         let waiting_for_key = self.has_video() && !starts_on_key;
         Some(Subscription {

@@ -156,3 +156,18 @@ fn waiting_viewer_entry_goes_away_when_it_leaves() {
     drop(sub);
     assert_eq!(hub.streams.len(), 0);
 }
+
+#[test]
+fn a_viewer_joining_while_audio_waits_for_video_gets_each_audio_frame_once() {
+    let hub = hub(0);
+    let p = start_publishing(&hub);
+    p.push(FrameKind::Video, 0, key(1)).unwrap();
+    // Two audio frames wait in the hub for the next video frame.
+    p.push(FrameKind::Audio, 10, aac(2)).unwrap();
+    p.push(FrameKind::Audio, 33, aac(3)).unwrap();
+    let mut sub = hub.live("demo").unwrap().subscribe(hub.metrics()).unwrap();
+    p.push(FrameKind::Video, 40, inter(4)).unwrap();
+    let frames: Vec<_> = drain(&mut sub).into_iter().filter(|f| !f.sequence_header).collect();
+    let dts: Vec<u64> = frames.iter().map(|f| f.dts).collect();
+    assert_eq!(dts, vec![0, 10, 33, 40], "the held audio comes once, in order, before the video that released it");
+}
