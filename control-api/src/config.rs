@@ -99,6 +99,10 @@ pub struct ControlConfig {
     pub gifts: Vec<crate::rooms::GiftConfig>,
     /// `[control.rewards]`: the daily reward epochs (see `crate::rewards`).
     pub rewards: crate::rewards::RewardsConfig,
+    /// `[control.settlement]`: the chain the epochs are anchored on (the
+    /// embedded EVM under the data dir by default; see
+    /// `crate::settlement::SettlementConfig`).
+    pub settlement: crate::settlement::SettlementConfig,
     /// Secret that signs play tokens (tickets), 16+ characters. When unset,
     /// 32 random bytes are generated once and kept in `play_token.secret`
     /// under the data dir. Every node that verifies tokens needs the same one.
@@ -128,6 +132,7 @@ impl Default for ControlConfig {
             rooms: crate::rooms::RoomsConfig::default(),
             gifts: crate::rooms::default_gifts(),
             rewards: crate::rewards::RewardsConfig::default(),
+            settlement: crate::settlement::SettlementConfig::default(),
             play_token_secret: None,
         }
     }
@@ -187,6 +192,9 @@ impl ControlConfig {
         self.edges.validate()?;
         self.rooms.validate()?;
         self.rewards.validate()?;
+        self.settlement
+            .validate()
+            .map_err(|e| ConfigError::new(format!("control.settlement.{}", e.key), e.reason))?;
         crate::rooms::validate_gifts(&self.gifts, self.max_amount_micro_we)?;
         if self
             .play_token_secret

@@ -56,6 +56,8 @@ pub(crate) struct Inner {
     pub(crate) edges: Arc<crate::edges::EdgeRegistry>,
     /// Rooms, chat, gift events and ticket prices.
     pub(crate) rooms: Arc<crate::rooms::Rooms>,
+    /// Epochs and claims, once [`ControlPlane::start_settlement`] opened the chain.
+    pub(crate) settlement: std::sync::OnceLock<Arc<crate::settlement::Settlement>>,
 }
 
 /// The control plane of one process. Cheap to clone.
@@ -90,6 +92,21 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(store.as_ref()))
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+/// Moves the rooms' in-memory activity tally into the store in one
+/// transaction; on failure the tally is kept for the next try. Blocking.
+pub(crate) fn flush_activity(rooms: &Rooms, store: &dyn Store) -> Result<(), StoreError> {
+    let activity = rooms.activity();
+    let tally = activity.drain();
+    if tally.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = store.add_activity(tally.clone()) {
+        activity.restore(tally);
+        return Err(e);
+    }
+    Ok(())
 }
 
 impl ControlPlane {
@@ -179,6 +196,7 @@ impl ControlPlane {
                 hooks,
                 rooms,
                 auth_cache: crate::inproc::TtlCache::new(AUTH_CACHE_TTL),
+                settlement: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -187,16 +205,7 @@ impl ControlPlane {
     /// transaction; on failure the tally is kept for the next try.
     /// Blocking: call it from `spawn_blocking`.
     pub fn flush_activity(&self) -> Result<(), ControlError> {
-        let activity = self.inner.rooms.activity();
-        let tally = activity.drain();
-        if tally.is_empty() {
-            return Ok(());
-        }
-        if let Err(e) = self.inner.store.add_activity(tally.clone()) {
-            activity.restore(tally);
-            return Err(e.into());
-        }
-        Ok(())
+        Ok(flush_activity(&self.inner.rooms, self.inner.store.as_ref())?)
     }
 
     /// Flushes the activity tally every `control.rewards.flush_interval_ms`
@@ -258,6 +267,40 @@ impl ControlPlane {
     /// The in-process hooks as their concrete type.
     pub fn in_process_hooks(&self) -> Arc<InProcessHooks> {
         Arc::clone(&self.inner.hooks)
+    }
+
+    /// Opens the settlement chain of `control.settlement` (the embedded EVM
+    /// under `data_dir` by default, deploying the contracts at first start),
+    /// anchors any computed epoch still off chain, and serves epochs and
+    /// claims from then on. Call once; a second call returns the first.
+    pub async fn start_settlement(
+        &self,
+        data_dir: &Path,
+    ) -> Result<Arc<crate::settlement::Settlement>, crate::settlement::SettlementError> {
+        if let Some(s) = self.inner.settlement.get() {
+            return Ok(Arc::clone(s));
+        }
+        let chain = crate::settlement::open_chain(&self.inner.config.settlement, data_dir).await?;
+        self.attach_settlement(chain).await
+    }
+
+    /// Serves epochs and claims on an already opened `chain` (tools, tests,
+    /// `westream verify` on a read-only snapshot).
+    pub async fn attach_settlement(
+        &self,
+        chain: Arc<dyn crate::settlement::Chain>,
+    ) -> Result<Arc<crate::settlement::Settlement>, crate::settlement::SettlementError> {
+        let settlement = crate::settlement::Settlement::new(self, chain);
+        let settlement = Arc::clone(self.inner.settlement.get_or_init(|| settlement));
+        if let Err(e) = settlement.anchor_pending().await {
+            tracing::warn!(error = %e, "computed epochs not anchored yet; retried at the next epoch");
+        }
+        Ok(settlement)
+    }
+
+    /// The settlement, once started.
+    pub fn settlement(&self) -> Option<Arc<crate::settlement::Settlement>> {
+        self.inner.settlement.get().cloned()
     }
 
     /// The validated configuration in force.

@@ -6,10 +6,9 @@
 //! Without anvil the RPC test skips loudly, unless `WESTREAM_REQUIRE_CHAIN=1`
 //! (CI), where it fails.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "support/anvil.rs"]
+mod anvil;
+use anvil::{start_anvil, ANVIL_KEY_0, ANVIL_KEY_1};
 
 use alloy_primitives::{Address, B256, U256};
 use westream_control::settlement::{
@@ -18,9 +17,6 @@ use westream_control::settlement::{
     WEI_PER_MICRO_WE, WEI_PER_WE,
 };
 
-/// anvil's first two well-known dev keys (public test keys, funded on anvil only).
-const ANVIL_KEY_0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-const ANVIL_KEY_1: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 
 /// Awaits `$call`, which must fail with an error matching the pattern.
 macro_rules! assert_refused {
@@ -320,73 +316,6 @@ async fn embedded_chain_refuses_a_state_file_it_cannot_read() {
     std::fs::write(&path, b"{ not json").unwrap();
     let err = EvmChain::open(&config, dir.path()).unwrap_err();
     assert!(matches!(err, ChainError::StateCorrupt { .. }), "{err}");
-}
-
-/// An `anvil` child process on a free loopback port, killed on drop (also
-/// when the test panics).
-struct Anvil {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn anvil_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
-}
-
-fn chain_required() -> bool {
-    std::env::var("WESTREAM_REQUIRE_CHAIN").is_ok_and(|v| v == "1")
-}
-
-fn start_anvil() -> Option<Anvil> {
-    let bin = anvil_binary();
-    if !bin.exists() {
-        let msg = format!(
-            "anvil not found at {} (run `npm ci --prefix control-api/contracts`)",
-            bin.display()
-        );
-        assert!(!chain_required(), "WESTREAM_REQUIRE_CHAIN=1: {msg}");
-        eprintln!("\n!!!!!!!! SKIPPED the JSON-RPC chain test: {msg} !!!!!!!!\n");
-        return None;
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(&bin)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--silent",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
-    let anvil = Anvil {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "anvil did not listen on 127.0.0.1:{port} within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(anvil)
 }
 
 fn rpc_config(url: &str, fund: Address) -> SettlementConfig {

@@ -27,6 +27,15 @@ enum Command {
     Edge(EdgeArgs),
     /// Parse and validate a config file, then exit.
     CheckConfig(ServeArgs),
+    /// Close the open reward epoch now, compute it and anchor it on the
+    /// settlement chain (the data dir's control plane and chain; not while
+    /// a server holds the embedded chain: use POST /v1/admin/epochs there).
+    /// Prints the epoch as JSON.
+    Settle(ServeArgs),
+    /// Recompute every epoch's Merkle root from the stored allocations,
+    /// compare with the chain and check the distributor's solvency. Prints
+    /// a report as JSON; exits 1 on any mismatch.
+    Verify(ServeArgs),
 }
 
 #[derive(Args)]
@@ -82,7 +91,9 @@ impl ServeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Logs go to stderr, so `settle` and `verify` print only their JSON on stdout.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -96,6 +107,14 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => runtime()?.block_on(serve(args.load()?)),
+        Command::Settle(args) => runtime()?.block_on(settle(args.load()?)),
+        Command::Verify(args) => {
+            let ok = runtime()?.block_on(verify(args.load()?))?;
+            if !ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Control(args) => runtime()?.block_on(control(args.load()?)),
         Command::Edge(args) => {
             let config = args.serve.load()?;
@@ -108,12 +127,38 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the tokio runtime")
 }
 
-async fn control(config: Config) -> anyhow::Result<()> {
-    let control_config = config.control.clone().context("`westream control` needs a [control] table in the config")?;
+/// Opens the control plane of `config`'s data dir (a `[control]` table is required).
+async fn open_plane(config: &Config, role: &str) -> anyhow::Result<westream_control::ControlPlane> {
+    let control_config = config.control.clone().with_context(|| format!("`westream {role}` needs a [control] table in the config"))?;
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let plane = tokio::task::spawn_blocking(move || westream_control::ControlPlane::open(control_config, &data_dir))
-        .await??;
+    Ok(tokio::task::spawn_blocking(move || westream_control::ControlPlane::open(control_config, &data_dir)).await??)
+}
+
+async fn settle(config: Config) -> anyhow::Result<()> {
+    let plane = open_plane(&config, "settle").await?;
+    let settlement = plane.start_settlement(&config.server.data_dir).await?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let epoch = settlement.run_epoch(now).await?;
+    println!("{}", serde_json::to_string_pretty(&epoch)?);
+    Ok(())
+}
+
+async fn verify(config: Config) -> anyhow::Result<bool> {
+    let plane = open_plane(&config, "verify").await?;
+    let settlement_config = &plane.config().settlement;
+    let chain = westream_control::settlement::open_chain_snapshot(settlement_config, &config.server.data_dir).await?;
+    let report = westream_control::settlement::Settlement::new(&plane, chain).verify().await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    for problem in &report.problems {
+        tracing::error!(%problem, "verify");
+    }
+    Ok(report.ok())
+}
+
+async fn control(config: Config) -> anyhow::Result<()> {
+    let plane = open_plane(&config, "control").await?;
+    let data_dir = config.server.data_dir.clone();
     let registry = prometheus::Registry::new();
     plane.register_metrics(&registry)?;
     let flusher_stop = tokio_util::sync::CancellationToken::new();
@@ -121,6 +166,11 @@ async fn control(config: Config) -> anyhow::Result<()> {
         let stop = flusher_stop.clone();
         tokio::spawn(plane.clone().run_activity_flusher(async move { stop.cancelled().await }))
     };
+    if plane.config().rewards.enabled {
+        let settlement = plane.start_settlement(&data_dir).await?;
+        let stop = flusher_stop.clone();
+        tokio::spawn(settlement.run_scheduler(async move { stop.cancelled().await }));
+    }
     let metrics = move || {
         let registry = registry.clone();
         async move { prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap_or_default() }

@@ -90,10 +90,21 @@ impl Server {
         };
         let data_dir = config.server.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir { path: data_dir.clone(), source })?;
-        let plane = tokio::task::spawn_blocking(move || ControlPlane::open(control_config, &data_dir))
-            .await
-            .map_err(|e| StartError::Control(e.to_string()))?
-            .map_err(|e| StartError::Control(e.to_string()))?;
+        let rewards = control_config.rewards.enabled;
+        let plane = {
+            let data_dir = data_dir.clone();
+            tokio::task::spawn_blocking(move || ControlPlane::open(control_config, &data_dir))
+                .await
+                .map_err(|e| StartError::Control(e.to_string()))?
+                .map_err(|e| StartError::Control(e.to_string()))?
+        };
+        // The settlement chain (embedded by default) opens before anything
+        // listens, so a data dir another process holds fails the start.
+        let settlement = if rewards {
+            Some(plane.start_settlement(&data_dir).await.map_err(|e| StartError::Control(e.to_string()))?)
+        } else {
+            None
+        };
         let mut server = Server::start_with(config, plane.hooks(), plane.router()).await?;
         plane
             .register_metrics(&server.hub.metrics().registry)
@@ -110,6 +121,10 @@ impl Server {
         // `control.rewards.flush_interval_ms`, and once more at shutdown.
         let stop = server.shutdown.clone();
         server.tasks.spawn(plane.clone().run_activity_flusher(async move { stop.cancelled().await }));
+        if let Some(settlement) = settlement {
+            let stop = server.shutdown.clone();
+            server.tasks.spawn(settlement.run_scheduler(async move { stop.cancelled().await }));
+        }
         server.control = Some(Arc::new(plane));
         Ok(server)
     }

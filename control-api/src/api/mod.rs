@@ -11,6 +11,7 @@ mod error;
 mod extract;
 mod node;
 mod rooms;
+mod settlement;
 mod user;
 
 pub use error::ApiError;
@@ -74,6 +75,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/rooms/{channel}/tickets/me"),
     ("GET", "/v1/rooms/{channel}/ws"),
     ("GET", "/v1/rankings"),
+    ("GET", "/v1/settlement"),
+    ("GET", "/v1/epochs"),
+    ("GET", "/v1/epochs/{n}"),
+    ("POST", "/v1/admin/epochs"),
+    ("GET", "/v1/claims/{address}"),
+    ("GET", "/v1/account/payout-address"),
+    ("PUT", "/v1/account/payout-address"),
+    ("POST", "/v1/wallet/withdrawals"),
 ];
 
 /// The hand-written OpenAPI 3.1 document served at `/v1/openapi.json`.
@@ -106,6 +115,16 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/wallet/statement", get(user::statement))
         .route("/v1/wallet/transfers", post(user::transfer))
         .route("/v1/wallet/faucet", post(user::faucet))
+        .route("/v1/wallet/withdrawals", post(settlement::withdraw))
+        .route(
+            "/v1/account/payout-address",
+            get(settlement::get_payout_address).put(settlement::set_payout_address),
+        )
+        .route("/v1/settlement", get(settlement::info))
+        .route("/v1/epochs", get(settlement::list_epochs))
+        .route("/v1/epochs/{n}", get(settlement::get_epoch))
+        .route("/v1/admin/epochs", post(settlement::run_epoch))
+        .route("/v1/claims/{address}", get(settlement::get_claim))
         .route(
             "/v1/packages",
             get(user::list_packages).post(user::purchase),

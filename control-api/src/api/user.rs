@@ -44,7 +44,7 @@ fn key_id(raw: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::bad_request("invalid_input", "key_id must be a positive integer"))
 }
 
-fn check_amount(amount: i64, max: i64) -> Result<(), ApiError> {
+pub(super) fn check_amount(amount: i64, max: i64) -> Result<(), ApiError> {
     if amount <= 0 {
         return Err(ApiError::bad_request(
             "invalid_amount",

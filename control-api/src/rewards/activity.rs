@@ -150,12 +150,30 @@ fn n(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn upsert(tx: &Connection, account: AccountId, day: i64, i: &Indicators) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO activity_days (account_id, day, watch_rtmp_s, watch_flv_s, watch_hls_s, plays, publishes,
+/// Where a tally row goes: the day's record, or the open epoch's inputs.
+#[derive(Clone, Copy)]
+enum Bucket {
+    Day(i64),
+    Epoch(i64),
+}
+
+impl Bucket {
+    /// Table, key column and key value.
+    fn place(self) -> (&'static str, &'static str, i64) {
+        match self {
+            Bucket::Day(day) => ("activity_days", "day", day),
+            Bucket::Epoch(epoch) => ("epoch_activity", "epoch", epoch),
+        }
+    }
+}
+
+fn upsert(tx: &Connection, account: AccountId, bucket: Bucket, i: &Indicators) -> Result<(), StoreError> {
+    let (table, key, value) = bucket.place();
+    tx.prepare_cached(&format!(
+        "INSERT INTO {table} (account_id, {key}, watch_rtmp_s, watch_flv_s, watch_hls_s, plays, publishes,
              broadcast_minutes, chat_messages, likes, shares, gifts_sent_micro, gifts_received_micro, peak_viewers)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-         ON CONFLICT(account_id, day) DO UPDATE SET
+         ON CONFLICT(account_id, {key}) DO UPDATE SET
              watch_rtmp_s = watch_rtmp_s + excluded.watch_rtmp_s,
              watch_flv_s = watch_flv_s + excluded.watch_flv_s,
              watch_hls_s = watch_hls_s + excluded.watch_hls_s,
@@ -167,11 +185,11 @@ fn upsert(tx: &Connection, account: AccountId, day: i64, i: &Indicators) -> Resu
              shares = shares + excluded.shares,
              gifts_sent_micro = gifts_sent_micro + excluded.gifts_sent_micro,
              gifts_received_micro = gifts_received_micro + excluded.gifts_received_micro,
-             peak_viewers = MAX(peak_viewers, excluded.peak_viewers)",
-    )?
+             peak_viewers = MAX(peak_viewers, excluded.peak_viewers)"
+    ))?
     .execute(rusqlite::params![
         account,
-        day,
+        value,
         n(i.watch_seconds[0]),
         n(i.watch_seconds[1]),
         n(i.watch_seconds[2]),
@@ -188,11 +206,18 @@ fn upsert(tx: &Connection, account: AccountId, day: i64, i: &Indicators) -> Resu
     Ok(())
 }
 
-/// Writes a tally (inside the caller's transaction). Channels that no
+/// Writes a tally (inside the caller's transaction): to the day's record
+/// and to the reward epoch open now (the one after the last closed), so an
+/// epoch counts exactly what was flushed before it closed. Channels that no
 /// longer resolve to an owner (config-only channels) are skipped.
 pub(crate) fn store_tally(tx: &Connection, tally: &Tally) -> Result<(), StoreError> {
+    let open = crate::store::epochs::open_epoch(tx)?;
+    let add = |account: AccountId, day: i64, i: &Indicators| -> Result<(), StoreError> {
+        upsert(tx, account, Bucket::Day(day), i)?;
+        upsert(tx, account, Bucket::Epoch(open), i)
+    };
     for (account, day, i) in &tally.accounts {
-        upsert(tx, *account, *day, i)?;
+        add(*account, *day, i)?;
     }
     for (channel, day, i) in &tally.channels {
         let owner: Option<AccountId> = tx
@@ -200,7 +225,7 @@ pub(crate) fn store_tally(tx: &Connection, tally: &Tally) -> Result<(), StoreErr
             .query_row([channel], |r| r.get(0))
             .optional()?;
         if let Some(owner) = owner {
-            upsert(tx, owner, *day, i)?;
+            add(owner, *day, i)?;
         }
     }
     Ok(())
@@ -208,12 +233,22 @@ pub(crate) fn store_tally(tx: &Connection, tally: &Tally) -> Result<(), StoreErr
 
 /// Every account's row of one day, by account id.
 pub(crate) fn day_rows(c: &Connection, day: i64) -> Result<Vec<(AccountId, Indicators)>, StoreError> {
-    let mut stmt = c.prepare_cached(
+    bucket_rows(c, Bucket::Day(day))
+}
+
+/// Every account's activity tallied into `epoch`, by account id.
+pub(crate) fn epoch_rows(c: &Connection, epoch: i64) -> Result<Vec<(AccountId, Indicators)>, StoreError> {
+    bucket_rows(c, Bucket::Epoch(epoch))
+}
+
+fn bucket_rows(c: &Connection, bucket: Bucket) -> Result<Vec<(AccountId, Indicators)>, StoreError> {
+    let (table, key, value) = bucket.place();
+    let mut stmt = c.prepare_cached(&format!(
         "SELECT account_id, watch_rtmp_s, watch_flv_s, watch_hls_s, plays, publishes, broadcast_minutes,
                 chat_messages, likes, shares, gifts_sent_micro, gifts_received_micro, peak_viewers
-         FROM activity_days WHERE day = ?1 ORDER BY account_id",
-    )?;
-    let rows = stmt.query_map([day], |r| {
+         FROM {table} WHERE {key} = ?1 ORDER BY account_id"
+    ))?;
+    let rows = stmt.query_map([value], |r| {
         let u = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
         Ok((
             r.get::<_, i64>(0)?,

@@ -30,6 +30,7 @@
 //! 6,000 WE to users, 4,000 WE to creators.
 
 pub mod activity;
+pub mod epoch;
 
 use serde::{Deserialize, Serialize};
 
@@ -149,6 +150,15 @@ pub struct RewardsConfig {
     pub flush_interval_ms: u64,
     /// Weights and caps of the indicators.
     pub indicators: IndicatorRules,
+    /// Accounts younger than this at an epoch's end carry no Proof of
+    /// Activity weight (they still count in the activity totals).
+    pub min_account_age_ms: i64,
+    /// What the ledger's incentive fund is credited with once, at first
+    /// start (0: nothing, so no rewards are paid). It should mirror the
+    /// token's ecological incentive fund (10% of 1,250,000,000 WE =
+    /// 125,000,000,000,000 micro-WE), which pays every claim on chain;
+    /// `configs/dev.toml` sets exactly that.
+    pub incentive_fund_micro_we: i64,
 }
 
 impl Default for RewardsConfig {
@@ -165,6 +175,8 @@ impl Default for RewardsConfig {
             min_watch_session_ms: 30_000,
             flush_interval_ms: 10_000,
             indicators: IndicatorRules::default(),
+            min_account_age_ms: 86_400_000,
+            incentive_fund_micro_we: 0,
         }
     }
 }
@@ -190,6 +202,12 @@ impl RewardsConfig {
         }
         if !(100..=3_600_000).contains(&self.flush_interval_ms) {
             return err("flush_interval_ms", "must be between 100 and 3600000");
+        }
+        if self.min_account_age_ms < 0 {
+            return err("min_account_age_ms", "must not be negative");
+        }
+        if self.incentive_fund_micro_we < 0 {
+            return err("incentive_fund_micro_we", "must not be negative");
         }
         if self.theta_bps > 10_000 {
             return err("theta_bps", "must be at most 10000 (100%)");

@@ -66,6 +66,9 @@ pub enum ChainError {
     /// contract's verdict).
     #[error("embedded EVM error: {reason}")]
     Evm { reason: String },
+    /// Another process (a running server?) has the embedded chain open.
+    #[error("the embedded chain is in use by another westream process (lock {path}); stop it, or settle through it with POST /v1/admin/epochs")]
+    Locked { path: PathBuf },
     /// Reading or writing the embedded chain's state file failed.
     #[error("embedded chain state {path}: {source}")]
     State {

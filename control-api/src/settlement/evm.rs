@@ -51,6 +51,9 @@ pub struct EvmChain {
     contracts: ContractAddresses,
     operator: Address,
     sender: Address,
+    /// The exclusive lock on `<state file>.lock`, held while any handle
+    /// lives; `None` for a read-only snapshot.
+    lock: Option<Arc<std::fs::File>>,
 }
 
 impl std::fmt::Debug for EvmChain {
@@ -67,12 +70,32 @@ impl EvmChain {
     /// Opens the chain stored at `data_dir/<embedded_state_path>`, or creates
     /// it (deploying the contracts) when the file does not exist. Blocking
     /// file IO: call it from `spawn_blocking` or at startup.
+    ///
+    /// One process at a time: the handle holds an exclusive lock on
+    /// `<state file>.lock`, and a second `open` (another server, `westream
+    /// settle` beside a running server) fails with [`ChainError::Locked`].
     pub fn open(config: &SettlementConfig, data_dir: &Path) -> Result<Self, ChainError> {
+        Self::open_inner(config, data_dir, true)
+    }
+
+    /// A read-only view of the chain as last persisted, without the lock
+    /// (for `westream verify` beside a running server): calls work,
+    /// transactions are refused. The chain must exist.
+    pub fn open_snapshot(config: &SettlementConfig, data_dir: &Path) -> Result<Self, ChainError> {
+        let path = data_dir.join(&config.embedded_state_path);
+        if !path.exists() {
+            return Err(ChainError::StateCorrupt { path, reason: "no embedded chain here yet".to_owned() });
+        }
+        Self::open_inner(config, data_dir, false)
+    }
+
+    fn open_inner(config: &SettlementConfig, data_dir: &Path, writable: bool) -> Result<Self, ChainError> {
         config.validate().map_err(|e| ChainError::Config {
             key: e.key,
             reason: e.reason,
         })?;
         let path = data_dir.join(&config.embedded_state_path);
+        let lock = if writable { Some(Arc::new(lock_state(&path)?)) } else { None };
         let (state, contracts, operator) = if path.exists() {
             EmbeddedState::load(path)?
         } else {
@@ -89,6 +112,7 @@ impl EvmChain {
             contracts,
             operator,
             sender: operator,
+            lock,
         })
     }
 
@@ -141,6 +165,9 @@ impl Chain for EvmChain {
     }
 
     async fn transact(&self, to: Address, input: Bytes) -> Result<TxOutcome, ChainError> {
+        if self.lock.is_none() {
+            return Err(ChainError::Evm { reason: "this is a read-only snapshot of the embedded chain".to_owned() });
+        }
         let from = self.sender;
         let done = self
             .with_state(move |s| s.execute(from, TxKind::Call(to), input, true))
@@ -153,6 +180,21 @@ impl Chain for EvmChain {
 
     async fn transaction_count(&self, address: Address) -> Result<u64, ChainError> {
         self.with_state(move |s| Ok(s.nonce(address))).await
+    }
+}
+
+/// Takes the exclusive lock next to the state file (creating its folder).
+fn lock_state(path: &Path) -> Result<std::fs::File, ChainError> {
+    let lock_path = path.with_extension("lock");
+    let io = |source| ChainError::State { path: lock_path.clone(), source };
+    if let Some(dir) = lock_path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ChainError::Locked { path: lock_path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
     }
 }
 

@@ -28,6 +28,7 @@ mod config;
 mod contracts;
 mod errors;
 mod evm;
+mod job;
 pub mod merkle;
 mod rpc;
 
@@ -44,6 +45,7 @@ pub use config::{
 pub use contracts::{SettlementDistributor, WeToken};
 pub use errors::ChainError;
 pub use evm::EvmChain;
+pub use job::{micro_to_wei, ClaimInfo, Settlement, SettlementError, VerifyReport};
 pub use merkle::{MerkleError, SettlementLeaf, SettlementProof, SettlementTree};
 pub use rpc::RpcChain;
 
@@ -52,6 +54,19 @@ pub const WEI_PER_WE: u64 = 1_000_000_000_000_000_000;
 /// 10^12: token units per micro-WE (the ledger's unit).
 pub const WEI_PER_MICRO_WE: u64 = 1_000_000_000_000;
 
+/// Opens the configured backend read-only where that matters: the
+/// embedded chain as last persisted, without taking its lock (so `westream
+/// verify` runs beside a server); an RPC chain as [`open_chain`] does.
+pub async fn open_chain_snapshot(
+    config: &SettlementConfig,
+    data_dir: &Path,
+) -> Result<Arc<dyn Chain>, ChainError> {
+    match config.backend {
+        ChainBackend::Embedded => open_embedded(config, data_dir, EvmChain::open_snapshot).await,
+        ChainBackend::Rpc => Ok(Arc::new(RpcChain::connect(config, data_dir).await?)),
+    }
+}
+
 /// Opens the configured backend: the embedded chain (deploying at first
 /// start) or the RPC chain (deploying when no addresses are known).
 pub async fn open_chain(
@@ -59,15 +74,22 @@ pub async fn open_chain(
     data_dir: &Path,
 ) -> Result<Arc<dyn Chain>, ChainError> {
     match config.backend {
-        ChainBackend::Embedded => {
-            let (config, data_dir) = (config.clone(), data_dir.to_owned());
-            let chain = tokio::task::spawn_blocking(move || EvmChain::open(&config, &data_dir))
-                .await
-                .map_err(|e| ChainError::Evm {
-                    reason: format!("opening the embedded chain failed: {e}"),
-                })??;
-            Ok(Arc::new(chain))
-        }
+        ChainBackend::Embedded => open_embedded(config, data_dir, EvmChain::open).await,
         ChainBackend::Rpc => Ok(Arc::new(RpcChain::connect(config, data_dir).await?)),
     }
+}
+
+/// Runs a blocking embedded-chain opener off the async workers.
+async fn open_embedded(
+    config: &SettlementConfig,
+    data_dir: &Path,
+    open: fn(&SettlementConfig, &Path) -> Result<EvmChain, ChainError>,
+) -> Result<Arc<dyn Chain>, ChainError> {
+    let (config, data_dir) = (config.clone(), data_dir.to_owned());
+    let chain = tokio::task::spawn_blocking(move || open(&config, &data_dir))
+        .await
+        .map_err(|e| ChainError::Evm {
+            reason: format!("opening the embedded chain failed: {e}"),
+        })??;
+    Ok(Arc::new(chain))
 }

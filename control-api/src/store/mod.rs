@@ -16,6 +16,7 @@
 //! result. Nothing above this trait changes.
 
 mod accounts;
+pub(crate) mod epochs;
 mod ledger;
 mod packages;
 mod rooms;
@@ -25,6 +26,7 @@ pub use rooms::{
     split_payment, GiftOrder, GiftReceipt, Moderation, ModerationRow, RankingRow, RoomSettings,
     RoomsSnapshot, SettingsUpdate, Share, Ticket,
 };
+pub use epochs::{EpochRecord, TreeSummary, WithdrawalReceipt};
 pub use packages::{MAX_BATCH_CHANNELS, MAX_BATCH_COUNTER, STOP_REASON};
 pub use sqlite::SqliteStore;
 
@@ -646,6 +648,48 @@ pub trait Store: Send + Sync + 'static {
     fn add_activity(&self, tally: crate::rewards::activity::Tally) -> Result<(), StoreError>;
     /// Every account's indicators of one UTC day (`unix ms / 86,400,000`).
     fn activity_of_day(&self, day: i64) -> Result<Vec<(AccountId, crate::rewards::Indicators)>, StoreError>;
+
+    // Reward epochs and settlement (see `epochs.rs` for the order of steps).
+    /// Closes the open epoch at `end_ms` (or returns the one already closed
+    /// and not yet computed), freezing its inputs.
+    fn close_epoch(&self, end_ms: i64, half_life_ms: i64) -> Result<EpochRecord, StoreError>;
+    /// A closed epoch's frozen inputs and the payout addresses in its tree.
+    fn epoch_inputs(
+        &self,
+        epoch: i64,
+        trailing_epochs: u32,
+    ) -> Result<(crate::rewards::epoch::EpochInputs, BTreeMap<AccountId, String>), StoreError>;
+    /// Stores a computed epoch in one transaction (a rerun returns the stored one).
+    fn commit_epoch(
+        &self,
+        epoch: i64,
+        plan: crate::rewards::epoch::EpochPlan,
+        inputs: crate::rewards::epoch::EpochInputs,
+        tree: TreeSummary,
+        now_ms: i64,
+    ) -> Result<EpochRecord, StoreError>;
+    /// Marks a computed epoch anchored (`(tx hash, block)` when known).
+    fn record_anchor(&self, epoch: i64, anchor: Option<(String, i64)>, now_ms: i64) -> Result<(), StoreError>;
+    /// One epoch.
+    fn epoch(&self, epoch: i64) -> Result<Option<EpochRecord>, StoreError>;
+    /// Epochs, newest first.
+    fn epochs(&self, limit: u32) -> Result<Vec<EpochRecord>, StoreError>;
+    /// Leaves of epoch `n`'s tree recomputed from the allocations.
+    fn leaves_at(&self, epoch: i64) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Accounts whose running cumulative disagrees with their allocations.
+    fn cumulative_mismatches(&self) -> Result<Vec<(AccountId, i64, i64)>, StoreError>;
+    /// Sets an account's payout address once; returns the first epoch it is in.
+    fn set_payout_address(&self, account: AccountId, address: &str, now_ms: i64) -> Result<i64, StoreError>;
+    /// An account's payout address.
+    fn payout_address(&self, account: AccountId) -> Result<Option<String>, StoreError>;
+    /// Moves wallet funds to be claimed on chain with the open epoch.
+    fn request_withdrawal(
+        &self,
+        caller: &Caller,
+        idem: &IdemKey,
+        amount_micro_we: i64,
+        now_ms: i64,
+    ) -> Result<Replayed<WithdrawalReceipt>, StoreError>;
 }
 
 /// Checks an account handle; the message names the rule.

@@ -13,12 +13,14 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    accounts, ledger, packages, rooms, system, Account, AccountId, Caller, Channel, ChannelUsageHistory,
+    accounts, epochs, ledger, packages, rooms, system, Account, AccountId, Caller, Channel, ChannelUsageHistory,
     CreateAccount, IdemKey, LedgerAudit, NewAccount, NewStreamKey, NewToken, Package,
     PublishLookup, Replayable, Replayed, StatementLine, Store, StoreError, StreamKeyInfo,
-    TransferReceipt,
+    TransferReceipt, EpochRecord, TreeSummary, WithdrawalReceipt,
 };
+use std::collections::BTreeMap;
 use crate::config::{ControlConfig, ProductConfig, SqliteSync};
+use crate::rewards::epoch::{EpochInputs, EpochPlan};
 use crate::hooks::{StopOrder, UsageBatch, UsageReceipt};
 
 /// Schema versions, applied in order; `PRAGMA user_version` records the last.
@@ -27,6 +29,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("../../migrations/0002_edges.sql")),
     (3, include_str!("../../migrations/0003_rooms.sql")),
     (4, include_str!("../../migrations/0004_activity.sql")),
+    (5, include_str!("../../migrations/0005_epochs.sql")),
 ];
 
 /// Most writes committed together in one transaction (group commit).
@@ -638,11 +641,76 @@ impl Store for SqliteStore {
         self.write(move |tx| crate::rewards::activity::store_tally(tx, &tally))
     }
 
+    fn close_epoch(&self, end_ms: i64, half_life_ms: i64) -> Result<EpochRecord, StoreError> {
+        self.write(move |tx| epochs::close_epoch(tx, end_ms, half_life_ms))
+    }
+
+    fn epoch_inputs(
+        &self,
+        epoch: i64,
+        trailing_epochs: u32,
+    ) -> Result<(EpochInputs, BTreeMap<AccountId, String>), StoreError> {
+        self.read(|c| epochs::epoch_inputs(c, epoch, trailing_epochs))
+    }
+
+    fn commit_epoch(
+        &self,
+        epoch: i64,
+        plan: EpochPlan,
+        inputs: EpochInputs,
+        tree: TreeSummary,
+        now_ms: i64,
+    ) -> Result<EpochRecord, StoreError> {
+        self.write(move |tx| epochs::commit_epoch(tx, epoch, &plan, &inputs, &tree, now_ms))
+    }
+
+    fn record_anchor(&self, epoch: i64, anchor: Option<(String, i64)>, now_ms: i64) -> Result<(), StoreError> {
+        self.write(move |tx| epochs::record_anchor(tx, epoch, anchor, now_ms))
+    }
+
+    fn epoch(&self, epoch: i64) -> Result<Option<EpochRecord>, StoreError> {
+        self.read(|c| epochs::epoch(c, epoch))
+    }
+
+    fn epochs(&self, limit: u32) -> Result<Vec<EpochRecord>, StoreError> {
+        self.read(|c| epochs::epochs(c, limit))
+    }
+
+    fn leaves_at(&self, epoch: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(|c| epochs::leaves_at(c, epoch))
+    }
+
+    fn cumulative_mismatches(&self) -> Result<Vec<(AccountId, i64, i64)>, StoreError> {
+        self.read(epochs::cumulative_mismatches)
+    }
+
+    fn set_payout_address(&self, account: AccountId, address: &str, now_ms: i64) -> Result<i64, StoreError> {
+        let address = address.to_string();
+        self.write(move |tx| epochs::set_payout_address(tx, account, &address, now_ms))
+    }
+
+    fn payout_address(&self, account: AccountId) -> Result<Option<String>, StoreError> {
+        self.read(|c| epochs::payout_address(c, account))
+    }
+
+    fn request_withdrawal(
+        &self,
+        caller: &Caller,
+        idem: &IdemKey,
+        amount_micro_we: i64,
+        now_ms: i64,
+    ) -> Result<Replayed<WithdrawalReceipt>, StoreError> {
+        let caller = caller.clone();
+        self.idempotent(idem, now_ms, move |tx| epochs::request_withdrawal(tx, &caller, amount_micro_we, now_ms))
+    }
+
     fn activity_of_day(&self, day: i64) -> Result<Vec<(AccountId, crate::rewards::Indicators)>, StoreError> {
         self.read(|c| crate::rewards::activity::day_rows(c, day))
     }
 
     fn seed(&self, config: &ControlConfig, now_ms: i64) -> Result<(), StoreError> {
+        let fund = config.rewards.incentive_fund_micro_we;
+        self.write(move |tx| epochs::seed_incentive_fund(tx, fund, now_ms))?;
         for i in 0..config.seed.len() {
             let config = config.clone();
             self.write(move |tx| seed_account(tx, &config, &config.seed[i], now_ms))?;

@@ -142,6 +142,7 @@ impl TestServer {
         let mut req = match method {
             "GET" => self.client.get(url),
             "POST" => self.client.post(url),
+            "PUT" => self.client.put(url),
             "DELETE" => self.client.delete(url),
             other => panic!("method {other}"),
         };

@@ -380,6 +380,17 @@ impl Api {
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// A PUT with a JSON body.
+    pub async fn put(&self, path: &str, token: Option<&str>, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let mut req = self.client.put(format!("{}{path}", self.base)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("api request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
         let mut req = self.client.get(format!("{}{path}", self.base));
         if let Some(t) = token {
@@ -405,6 +416,12 @@ pub struct Streamer<'a> {
 /// `control_keys` go into `[control]`; `tables` are appended (more TOML
 /// tables: `[http]`, `[control.rooms]`, ...).
 pub fn control_config(tag: &str, streamers: &[Streamer<'_>], control_keys: &str, tables: &str) -> Config {
+    let text = control_config_text(tag, streamers, control_keys, tables);
+    Config::parse(&text).unwrap_or_else(|e| panic!("{tag} config: {e}\n{text}"))
+}
+
+/// [`control_config`] as TOML text (for the `westream` binary's `--config`).
+pub fn control_config_text(tag: &str, streamers: &[Streamer<'_>], control_keys: &str, tables: &str) -> String {
     let mut text = format!(
         r#"
 [server]
@@ -437,5 +454,5 @@ price_micro_we = 1000000
         ));
     }
     text.push_str(tables);
-    Config::parse(&text).unwrap_or_else(|e| panic!("{tag} config: {e}\n{text}"))
+    text
 }
