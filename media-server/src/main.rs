@@ -169,6 +169,8 @@ async fn control(config: Config) -> anyhow::Result<()> {
     if plane.config().rewards.enabled {
         let settlement = plane.start_settlement(&data_dir).await?;
         let stop = flusher_stop.clone();
+        tokio::spawn(std::sync::Arc::clone(&settlement).run_deposit_watcher(async move { stop.cancelled().await }));
+        let stop = flusher_stop.clone();
         tokio::spawn(settlement.run_scheduler(async move { stop.cancelled().await }));
     }
     let metrics = move || {

@@ -123,6 +123,8 @@ impl Server {
         server.tasks.spawn(plane.clone().run_activity_flusher(async move { stop.cancelled().await }));
         if let Some(settlement) = settlement {
             let stop = server.shutdown.clone();
+            server.tasks.spawn(Arc::clone(&settlement).run_deposit_watcher(async move { stop.cancelled().await }));
+            let stop = server.shutdown.clone();
             server.tasks.spawn(settlement.run_scheduler(async move { stop.cancelled().await }));
         }
         server.control = Some(Arc::new(plane));

@@ -83,6 +83,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/account/payout-address"),
     ("PUT", "/v1/account/payout-address"),
     ("POST", "/v1/wallet/withdrawals"),
+    ("GET", "/v1/wallet/deposit-address"),
 ];
 
 /// The hand-written OpenAPI 3.1 document served at `/v1/openapi.json`.
@@ -116,6 +117,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/wallet/transfers", post(user::transfer))
         .route("/v1/wallet/faucet", post(user::faucet))
         .route("/v1/wallet/withdrawals", post(settlement::withdraw))
+        .route("/v1/wallet/deposit-address", get(settlement::deposit_address))
         .route(
             "/v1/account/payout-address",
             get(settlement::get_payout_address).put(settlement::set_payout_address),

@@ -166,3 +166,14 @@ pub(super) async fn run_epoch(State(state): State<AppState>, _admin: AdminAuth) 
     let epoch = settlement.run_epoch(now_ms()).await?;
     Ok((StatusCode::CREATED, Json(epoch)).into_response())
 }
+
+pub(super) async fn deposit_address(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+    let settlement = settlement(&state)?;
+    let address = settlement.deposit_address(auth.0.account_id).await?;
+    Ok(Json(serde_json::json!({
+        "address": address,
+        "token": format!("{:#x}", settlement.chain().contracts().token),
+        "confirmations": state.config.settlement.deposit_confirmations(),
+    }))
+    .into_response())
+}

@@ -54,6 +54,28 @@ pub struct TxOutcome {
     pub logs: Vec<Log>,
 }
 
+/// One log as the chain keeps it: where it is, for exactly-once processing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLog {
+    pub block_number: u64,
+    pub tx_hash: B256,
+    /// Position of the log in its block (or transaction, on the embedded
+    /// chain); with `tx_hash` it names the log uniquely.
+    pub log_index: u64,
+    pub log: Log,
+}
+
+/// A WE `Transfer` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenTransfer {
+    pub block_number: u64,
+    pub tx_hash: B256,
+    pub log_index: u64,
+    pub from: Address,
+    pub to: Address,
+    pub value: U256,
+}
+
 /// A paid claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimReceipt {
@@ -88,6 +110,38 @@ pub trait Chain: Send + Sync {
     /// Transactions sent from `address` so far (its nonce): lets a caller see
     /// that an idempotent call sent nothing.
     async fn transaction_count(&self, address: Address) -> Result<u64, ChainError>;
+
+    /// The latest block number.
+    async fn latest_block(&self) -> Result<u64, ChainError>;
+
+    /// Logs emitted by `address` in blocks `from_block..=to_block`, in order.
+    async fn logs(&self, address: Address, from_block: u64, to_block: u64) -> Result<Vec<ChainLog>, ChainError>;
+
+    /// WE `Transfer` events in blocks `from_block..=to_block`, in order.
+    async fn token_transfers(&self, from_block: u64, to_block: u64) -> Result<Vec<TokenTransfer>, ChainError> {
+        let token = self.contracts().token;
+        let logs = self.logs(token, from_block, to_block).await?;
+        Ok(logs
+            .into_iter()
+            .filter_map(|l| {
+                let event = WeToken::Transfer::decode_log(&l.log).ok()?;
+                Some(TokenTransfer {
+                    block_number: l.block_number,
+                    tx_hash: l.tx_hash,
+                    log_index: l.log_index,
+                    from: event.data.from,
+                    to: event.data.to,
+                    value: event.data.value,
+                })
+            })
+            .collect())
+    }
+
+    /// Sends `amount` WE from [`Chain::sender`] to `to`.
+    async fn transfer(&self, to: Address, amount: U256) -> Result<TxReceipt, ChainError> {
+        let call = WeToken::transferCall { to, value: amount };
+        Ok(self.transact(self.contracts().token, call.abi_encode().into()).await?.receipt)
+    }
 
     /// The latest anchored epoch, 0 before the first.
     async fn last_epoch(&self) -> Result<u64, ChainError> {

@@ -35,6 +35,8 @@ pub struct SettlementConfig {
     pub embedded_chain_id: u64,
     /// Embedded chain only: the state file, relative to the data dir.
     pub embedded_state_path: PathBuf,
+    /// How often the deposit watcher reads new WE transfers from the chain.
+    pub deposit_poll_interval_ms: u64,
     pub rpc: RpcChainConfig,
 }
 
@@ -46,6 +48,7 @@ impl Default for SettlementConfig {
             operator: dev_address("operator"),
             embedded_chain_id: 31_337,
             embedded_state_path: PathBuf::from("settlement/chain.json"),
+            deposit_poll_interval_ms: 5_000,
             rpc: RpcChainConfig::default(),
         }
     }
@@ -125,6 +128,15 @@ pub struct SettlementConfigError {
 }
 
 impl SettlementConfig {
+    /// Blocks a deposit must be buried under before it is credited: the
+    /// RPC chain's `confirmations`; 1 (mined) on the embedded chain.
+    pub fn deposit_confirmations(&self) -> u64 {
+        match self.backend {
+            ChainBackend::Embedded => 1,
+            ChainBackend::Rpc => self.rpc.confirmations.max(1),
+        }
+    }
+
     /// Checks what serde cannot: non-zero addresses, a usable RPC section.
     pub fn validate(&self) -> Result<(), SettlementConfigError> {
         let err = |key, reason: &str| {
@@ -152,6 +164,9 @@ impl SettlementConfig {
                 "embedded_state_path",
                 "must be a relative path under the data dir",
             );
+        }
+        if !(100..=3_600_000).contains(&self.deposit_poll_interval_ms) {
+            return err("deposit_poll_interval_ms", "must be between 100 and 3600000");
         }
         if self.backend == ChainBackend::Rpc {
             let rpc = &self.rpc;

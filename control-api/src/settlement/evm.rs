@@ -33,7 +33,7 @@ use revm::state::AccountInfo;
 use revm::{Context, ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext};
 use serde::{Deserialize, Serialize};
 
-use super::chain::{Chain, ContractAddresses, TxOutcome, TxReceipt};
+use super::chain::{Chain, ChainLog, ContractAddresses, TxOutcome, TxReceipt};
 use super::config::SettlementConfig;
 use super::contracts::{distributor_deploy_code, we_token_deploy_code, WeToken};
 use super::errors::ChainError;
@@ -181,6 +181,21 @@ impl Chain for EvmChain {
     async fn transaction_count(&self, address: Address) -> Result<u64, ChainError> {
         self.with_state(move |s| Ok(s.nonce(address))).await
     }
+
+    async fn latest_block(&self) -> Result<u64, ChainError> {
+        Ok(self.block_number())
+    }
+
+    async fn logs(&self, address: Address, from_block: u64, to_block: u64) -> Result<Vec<ChainLog>, ChainError> {
+        self.with_state(move |s| {
+            Ok(s.logs
+                .iter()
+                .filter(|l| l.log.address == address && (from_block..=to_block).contains(&l.block_number))
+                .map(|l| ChainLog { block_number: l.block_number, tx_hash: l.tx_hash, log_index: l.log_index, log: l.log.clone() })
+                .collect())
+        })
+        .await
+    }
 }
 
 /// Takes the exclusive lock next to the state file (creating its folder).
@@ -206,6 +221,18 @@ struct EmbeddedState {
     path: PathBuf,
     /// Contracts and operator, known once genesis has deployed them.
     header: Option<(ContractAddresses, Address)>,
+    /// Every log of every committed transaction (deposits follow them).
+    logs: Vec<StoredLog>,
+}
+
+/// A committed log, persisted with the state.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredLog {
+    block_number: u64,
+    tx_hash: alloy_primitives::B256,
+    log_index: u64,
+    log: Log,
 }
 
 /// The state file's content.
@@ -218,6 +245,8 @@ struct Snapshot {
     contracts: ContractAddresses,
     operator: Address,
     accounts: BTreeMap<Address, SnapshotAccount>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    logs: Vec<StoredLog>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -251,6 +280,7 @@ impl EmbeddedState {
             block_number: 0,
             path,
             header: None,
+            logs: Vec::new(),
         };
         let operator = config.operator;
         let fund = config.allocation.incentive_fund;
@@ -320,6 +350,7 @@ impl EmbeddedState {
             block_number: snapshot.block_number,
             path,
             header: Some((snapshot.contracts, snapshot.operator)),
+            logs: snapshot.logs,
         };
         for (name, address) in [
             ("token", snapshot.contracts.token),
@@ -425,6 +456,9 @@ impl EmbeddedState {
             evm.commit(done.state);
             drop(evm);
             self.block_number = number;
+            for (i, log) in logs.iter().enumerate() {
+                self.logs.push(StoredLog { block_number: number, tx_hash, log_index: i as u64, log: log.clone() });
+            }
             // Genesis persists once, at its end, when the header is known.
             if let Some((contracts, operator)) = self.header {
                 self.persist(contracts, operator)?;
@@ -470,6 +504,7 @@ impl EmbeddedState {
             contracts,
             operator,
             accounts,
+            logs: self.logs.clone(),
         };
         let io = |source| ChainError::State {
             path: self.path.clone(),

@@ -32,7 +32,7 @@ use super::WEI_PER_MICRO_WE;
 use crate::config::ControlConfig;
 use crate::plane::{now_ms, ControlPlane};
 use crate::rooms::Rooms;
-use crate::store::{EpochRecord, Store, StoreError, TreeSummary};
+use crate::store::{CreditedDeposit, DepositEvent, EpochRecord, Store, StoreError, TreeSummary};
 
 /// Why an epoch, a claim or a verification failed.
 #[derive(Debug, thiserror::Error)]
@@ -383,6 +383,72 @@ impl Settlement {
             report.problems.push(format!("the ledger does not balance: {audit:?}"));
         }
         Ok(report)
+    }
+
+    /// The keyless deposit address of `account`: WE sent there is credited
+    /// to its wallet (and leaves circulation on chain: nobody holds a key
+    /// for it). `keccak256("westream:deposit:<distributor>:<account>")[12..]`.
+    pub async fn deposit_address(&self, account: crate::store::AccountId) -> Result<String, SettlementError> {
+        let distributor = self.chain.contracts().distributor;
+        let derive = Box::new(move |id: crate::store::AccountId| {
+            let hash = alloy_primitives::keccak256(format!("westream:deposit:{distributor:#x}:{id}"));
+            format!("{:#x}", Address::from_slice(&hash[12..]))
+        });
+        let store = self.store();
+        blocking(move || Ok(store.deposit_address(account, derive, now_ms())?)).await
+    }
+
+    /// Reads WE transfers from the cursor up to the last block with enough
+    /// confirmations (at most 10,000 blocks a call) and credits those to
+    /// deposit addresses, each exactly once.
+    pub async fn scan_deposits(&self) -> Result<Vec<CreditedDeposit>, SettlementError> {
+        let store = self.store();
+        let cursor = blocking(move || Ok(store.deposit_cursor()?)).await?.max(0) as u64;
+        let head = self.chain.latest_block().await?;
+        let confirmations = self.config.settlement.deposit_confirmations();
+        let Some(safe) = (head + 1).checked_sub(confirmations) else { return Ok(Vec::new()) };
+        let from = cursor + 1;
+        if from > safe {
+            return Ok(Vec::new());
+        }
+        let to = safe.min(from + 9_999);
+        let events: Vec<DepositEvent> = self
+            .chain
+            .token_transfers(from, to)
+            .await?
+            .into_iter()
+            .map(|t| DepositEvent {
+                tx_hash: format!("{:#x}", t.tx_hash),
+                log_index: t.log_index as i64,
+                block_number: t.block_number as i64,
+                from: format!("{:#x}", t.from),
+                to: format!("{:#x}", t.to),
+                amount_wei: t.value.to_string(),
+                amount_micro: (t.value / U256::from(WEI_PER_MICRO_WE)).try_into().unwrap_or(i64::MAX),
+            })
+            .collect();
+        let store = self.store();
+        let credited = blocking(move || Ok(store.credit_deposits(events, to as i64, now_ms())?)).await?;
+        for c in &credited {
+            tracing::info!(account = c.account_id, tx = %c.tx_hash, micro_we = c.amount_micro, "deposit credited");
+        }
+        Ok(credited)
+    }
+
+    /// Scans for deposits every `control.settlement.deposit_poll_interval_ms`
+    /// until `stop` resolves.
+    pub async fn run_deposit_watcher(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        let every = Duration::from_millis(self.config.settlement.deposit_poll_interval_ms);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.scan_deposits().await {
+                tracing::warn!(error = %e, "deposit scan failed; retried at the next poll");
+            }
+        }
     }
 
     /// Runs an epoch at every multiple of `control.rewards.epoch_ms` (unix

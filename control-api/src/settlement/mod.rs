@@ -36,7 +36,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use chain::{
-    AnchorOutcome, Chain, ClaimReceipt, ContractAddresses, EpochRoot, TxOutcome, TxReceipt,
+    AnchorOutcome, Chain, ChainLog, ClaimReceipt, TokenTransfer, ContractAddresses, EpochRoot, TxOutcome, TxReceipt,
 };
 pub use config::{
     dev_address, AllocationConfig, ChainBackend, RpcChainConfig, SettlementConfig,

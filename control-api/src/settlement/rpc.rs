@@ -28,7 +28,7 @@ use alloy_primitives::{Address, Bytes, U256};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::chain::{Chain, ContractAddresses, TxOutcome, TxReceipt};
+use super::chain::{ChainLog, Chain, ContractAddresses, TxOutcome, TxReceipt};
 use super::config::{RpcChainConfig, SettlementConfig};
 use super::contracts::{distributor_deploy_code, we_token_deploy_code, WeToken};
 use super::errors::ChainError;
@@ -333,6 +333,25 @@ impl Chain for RpcChain {
             block_number: receipt.block_number.unwrap_or_default(),
         };
         Ok(TxOutcome { receipt, logs })
+    }
+
+    async fn latest_block(&self) -> Result<u64, ChainError> {
+        self.provider.get_block_number().await.map_err(transport_error)
+    }
+
+    async fn logs(&self, address: Address, from_block: u64, to_block: u64) -> Result<Vec<ChainLog>, ChainError> {
+        let filter = alloy::rpc::types::Filter::new().address(address).from_block(from_block).to_block(to_block);
+        let logs = self.provider.get_logs(&filter).await.map_err(transport_error)?;
+        Ok(logs
+            .into_iter()
+            .filter(|l| !l.removed)
+            .map(|l| ChainLog {
+                block_number: l.block_number.unwrap_or_default(),
+                tx_hash: l.transaction_hash.unwrap_or_default(),
+                log_index: l.log_index.unwrap_or_default(),
+                log: l.inner,
+            })
+            .collect())
     }
 
     async fn transaction_count(&self, address: Address) -> Result<u64, ChainError> {

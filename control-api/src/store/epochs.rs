@@ -447,3 +447,106 @@ pub(crate) fn request_withdrawal(
         balance_after_micro_we: after[0],
     })
 }
+
+/// A WE transfer to a deposit address, as the watcher saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepositEvent {
+    /// 0x-hex transaction hash.
+    pub tx_hash: String,
+    /// The log's index.
+    pub log_index: i64,
+    /// Its block.
+    pub block_number: i64,
+    /// Sender, 0x-hex.
+    pub from: String,
+    /// Deposit address, 0x-hex lower case.
+    pub to: String,
+    /// Amount in wei (decimal).
+    pub amount_wei: String,
+    /// `floor(amount_wei / 10^12)`.
+    pub amount_micro: i64,
+}
+
+/// A deposit credited to a wallet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditedDeposit {
+    /// The account credited.
+    pub account_id: AccountId,
+    /// 0x-hex transaction hash.
+    pub tx_hash: String,
+    /// Micro-WE credited.
+    pub amount_micro: i64,
+}
+
+/// An account's deposit address, recorded on first use; `derive` makes it
+/// from the account id when there is none yet.
+pub(crate) fn deposit_address(
+    tx: &Connection,
+    account: AccountId,
+    derive: impl FnOnce(AccountId) -> String,
+    now_ms: i64,
+) -> Result<String, StoreError> {
+    let known: Option<String> = tx
+        .prepare_cached("SELECT address FROM deposit_addresses WHERE account_id = ?1")?
+        .query_row([account], |r| r.get(0))
+        .optional()?;
+    if let Some(a) = known {
+        return Ok(a);
+    }
+    let address = derive(account);
+    tx.prepare_cached("INSERT INTO deposit_addresses (address, account_id, created_at_ms) VALUES (?1, ?2, ?3)")?
+        .execute((&address, account, now_ms))?;
+    Ok(address)
+}
+
+/// The last block the deposit watcher has read (0 before the first scan).
+pub(crate) fn deposit_cursor(c: &Connection) -> Result<i64, StoreError> {
+    Ok(c.prepare_cached("SELECT block FROM chain_cursors WHERE name = 'deposits'")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Credits the transfers to known deposit addresses (each event once,
+/// whatever was seen before) and moves the cursor to `scanned_to`, in the
+/// caller's transaction. Returns what was credited now.
+pub(crate) fn credit_deposits(
+    tx: &Connection,
+    events: &[DepositEvent],
+    scanned_to: i64,
+    now_ms: i64,
+) -> Result<Vec<CreditedDeposit>, StoreError> {
+    let mut credited = Vec::new();
+    for e in events {
+        let Some(account): Option<AccountId> = tx
+            .prepare_cached("SELECT account_id FROM deposit_addresses WHERE address = ?1")?
+            .query_row([&e.to], |r| r.get(0))
+            .optional()?
+        else {
+            continue;
+        };
+        let fresh = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO deposits (tx_hash, log_index, block_number, account_id, from_address, amount_wei,
+                     amount_micro, credited_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute((&e.tx_hash, e.log_index, e.block_number, account, &e.from, &e.amount_wei, e.amount_micro, now_ms))?;
+        if fresh == 0 || e.amount_micro <= 0 {
+            continue;
+        }
+        let deposit_id = tx.last_insert_rowid();
+        let issuance = ledger::system_account(tx, system::ISSUANCE)?;
+        let wallet = ledger::wallet(tx, account)?;
+        let memo = format!("{}:{}", e.tx_hash, e.log_index);
+        let (journal_id, _) =
+            ledger::post(tx, "deposit", Some(&memo), &[(issuance.id, -e.amount_micro), (wallet.id, e.amount_micro)], now_ms)?;
+        tx.prepare_cached("UPDATE deposits SET journal_id = ?1 WHERE id = ?2")?.execute((journal_id, deposit_id))?;
+        credited.push(CreditedDeposit { account_id: account, tx_hash: e.tx_hash.clone(), amount_micro: e.amount_micro });
+    }
+    tx.prepare_cached(
+        "INSERT INTO chain_cursors (name, block) VALUES ('deposits', ?1)
+         ON CONFLICT(name) DO UPDATE SET block = MAX(block, excluded.block)",
+    )?
+    .execute([scanned_to])?;
+    Ok(credited)
+}

@@ -26,7 +26,7 @@ pub use rooms::{
     split_payment, GiftOrder, GiftReceipt, Moderation, ModerationRow, RankingRow, RoomSettings,
     RoomsSnapshot, SettingsUpdate, Share, Ticket,
 };
-pub use epochs::{EpochRecord, TreeSummary, WithdrawalReceipt};
+pub use epochs::{CreditedDeposit, DepositEvent, EpochRecord, TreeSummary, WithdrawalReceipt};
 pub use packages::{MAX_BATCH_CHANNELS, MAX_BATCH_COUNTER, STOP_REASON};
 pub use sqlite::SqliteStore;
 
@@ -690,6 +690,22 @@ pub trait Store: Send + Sync + 'static {
         amount_micro_we: i64,
         now_ms: i64,
     ) -> Result<Replayed<WithdrawalReceipt>, StoreError>;
+    /// An account's deposit address (made by `derive` on first use).
+    fn deposit_address(
+        &self,
+        account: AccountId,
+        derive: Box<dyn FnOnce(AccountId) -> String + Send>,
+        now_ms: i64,
+    ) -> Result<String, StoreError>;
+    /// The last chain block the deposit watcher has read.
+    fn deposit_cursor(&self) -> Result<i64, StoreError>;
+    /// Credits new deposits exactly once and moves the cursor, in one transaction.
+    fn credit_deposits(
+        &self,
+        events: Vec<DepositEvent>,
+        scanned_to: i64,
+        now_ms: i64,
+    ) -> Result<Vec<CreditedDeposit>, StoreError>;
 }
 
 /// Checks an account handle; the message names the rule.

@@ -16,7 +16,7 @@ use super::{
     accounts, epochs, ledger, packages, rooms, system, Account, AccountId, Caller, Channel, ChannelUsageHistory,
     CreateAccount, IdemKey, LedgerAudit, NewAccount, NewStreamKey, NewToken, Package,
     PublishLookup, Replayable, Replayed, StatementLine, Store, StoreError, StreamKeyInfo,
-    TransferReceipt, EpochRecord, TreeSummary, WithdrawalReceipt,
+    TransferReceipt, EpochRecord, TreeSummary, WithdrawalReceipt, CreditedDeposit, DepositEvent,
 };
 use std::collections::BTreeMap;
 use crate::config::{ControlConfig, ProductConfig, SqliteSync};
@@ -30,6 +30,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("../../migrations/0003_rooms.sql")),
     (4, include_str!("../../migrations/0004_activity.sql")),
     (5, include_str!("../../migrations/0005_epochs.sql")),
+    (6, include_str!("../../migrations/0006_deposits.sql")),
 ];
 
 /// Most writes committed together in one transaction (group commit).
@@ -702,6 +703,28 @@ impl Store for SqliteStore {
     ) -> Result<Replayed<WithdrawalReceipt>, StoreError> {
         let caller = caller.clone();
         self.idempotent(idem, now_ms, move |tx| epochs::request_withdrawal(tx, &caller, amount_micro_we, now_ms))
+    }
+
+    fn deposit_address(
+        &self,
+        account: AccountId,
+        derive: Box<dyn FnOnce(AccountId) -> String + Send>,
+        now_ms: i64,
+    ) -> Result<String, StoreError> {
+        self.write(move |tx| epochs::deposit_address(tx, account, derive, now_ms))
+    }
+
+    fn deposit_cursor(&self) -> Result<i64, StoreError> {
+        self.read(epochs::deposit_cursor)
+    }
+
+    fn credit_deposits(
+        &self,
+        events: Vec<DepositEvent>,
+        scanned_to: i64,
+        now_ms: i64,
+    ) -> Result<Vec<CreditedDeposit>, StoreError> {
+        self.write(move |tx| epochs::credit_deposits(tx, &events, scanned_to, now_ms))
     }
 
     fn activity_of_day(&self, day: i64) -> Result<Vec<(AccountId, crate::rewards::Indicators)>, StoreError> {
