@@ -163,6 +163,29 @@ pub struct UsageBatch {
     pub batch_seq: u64,
     /// Per-channel counters for the interval.
     pub channels: Vec<ChannelUsage>,
+    /// Watch sessions of signed-in viewers that ended since the last batch
+    /// (rewards: watch time and plays); counted once, with the batch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch: Vec<WatchSession>,
+}
+
+/// Most watch sessions one batch may carry.
+pub const MAX_BATCH_WATCH_SESSIONS: usize = 10_000;
+
+/// One ended watch session of a viewer who played with a viewer token
+/// (`?viewer=` from `GET /v1/accounts/me/viewer-token`). The media node
+/// passes the token through unread; the control plane checks it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSession {
+    /// The viewer token as the player sent it.
+    pub viewer: String,
+    /// The source channel watched.
+    pub channel: String,
+    /// `rtmp`, `flv` or `hls`.
+    pub protocol: String,
+    /// How long media was delivered, ms.
+    pub watched_ms: u64,
 }
 
 /// An order to end a live stream whose owner ran out of bandwidth.

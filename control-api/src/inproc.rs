@@ -90,6 +90,9 @@ pub struct InProcessHooks {
     play_cache: TtlCache<String, Result<String, Denied>>,
     tickets: Arc<TicketGate>,
     clock: Arc<dyn Clock>,
+    /// Where watch sessions of counted batches are tallied (rewards).
+    rooms: Arc<crate::rooms::Rooms>,
+    min_watch_session_ms: u64,
 }
 
 impl std::fmt::Debug for InProcessHooks {
@@ -107,6 +110,7 @@ impl InProcessHooks {
         metrics: Arc<ControlMetrics>,
         tickets: Arc<TicketGate>,
         clock: Arc<dyn Clock>,
+        rooms: Arc<crate::rooms::Rooms>,
     ) -> Self {
         let ttl = Duration::from_millis(config.hook_cache_ttl_ms);
         InProcessHooks {
@@ -119,6 +123,38 @@ impl InProcessHooks {
             play_cache: TtlCache::new(ttl),
             tickets,
             clock,
+            rooms,
+            min_watch_session_ms: config.rewards.min_watch_session_ms,
+        }
+    }
+
+    /// The play- and viewer-token signer.
+    pub(crate) fn tickets(&self) -> &TicketGate {
+        &self.tickets
+    }
+
+    /// Tallies the watch sessions of a batch counted for the first time.
+    /// Valid sessions only: a genuine, unexpired viewer token, a session
+    /// at least `control.rewards.min_watch_session_ms` long (the media node
+    /// reports only sessions that received media).
+    fn tally_watch(&self, batch: &UsageBatch) {
+        let now = self.clock.now_ms();
+        let activity = self.rooms.activity();
+        for w in batch.watch.iter().take(crate::hooks::MAX_BATCH_WATCH_SESSIONS) {
+            if w.watched_ms < self.min_watch_session_ms {
+                continue;
+            }
+            let Some(account) = self.tickets.verify_viewer(&w.viewer, now) else { continue };
+            let slot = match w.protocol.as_str() {
+                "rtmp" => 0,
+                "flv" => 1,
+                "hls" => 2,
+                _ => continue,
+            };
+            activity.account(account, now, |i| {
+                i.watch_seconds[slot] += w.watched_ms / 1000;
+                i.plays += 1;
+            });
         }
     }
 
@@ -262,6 +298,9 @@ impl InProcessHooks {
                 ReportError::Unavailable("control store error".to_string())
             }
         })?;
+        if !receipt.duplicate {
+            self.tally_watch(batch);
+        }
         if receipt.duplicate {
             self.metrics
                 .usage_batches

@@ -177,6 +177,7 @@ impl ControlPlane {
             Arc::clone(&metrics),
             gate,
             clock,
+            Arc::clone(&rooms),
         ));
         let edges = Arc::new(crate::edges::EdgeRegistry::new(config.edges.clone()));
         let restored = store.edges()?.into_iter().filter_map(|(id, json)| match serde_json::from_str(&json) {

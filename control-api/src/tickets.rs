@@ -78,6 +78,9 @@ fn channel_hash(channel: &str) -> [u8; 8] {
     h
 }
 
+/// What viewer tokens are signed for in place of a channel.
+const VIEWER_SCOPE: &str = "westream:viewer";
+
 /// Signs a play token for `channel`, held by `account_id`, until `expires_ms`.
 pub fn mint_play_token(secret: &[u8], channel: &str, account_id: AccountId, expires_ms: i64) -> String {
     let mut payload = [0u8; PAYLOAD_LEN];
@@ -207,6 +210,18 @@ impl TicketGate {
     /// Signs a token for a ticket.
     pub fn mint(&self, channel: &str, account_id: AccountId, expires_ms: i64) -> String {
         mint_play_token(&self.secret, channel, account_id, expires_ms)
+    }
+
+    /// Signs a viewer token: who is watching, for watch-time rewards. Not a
+    /// ticket: it is bound to no channel (`westream:viewer` cannot be a
+    /// channel name) and grants nothing.
+    pub fn mint_viewer(&self, account_id: AccountId, expires_ms: i64) -> String {
+        mint_play_token(&self.secret, VIEWER_SCOPE, account_id, expires_ms)
+    }
+
+    /// The account a viewer token names, if it is genuine and unexpired.
+    pub fn verify_viewer(&self, token: &str, now_ms: i64) -> Option<AccountId> {
+        verify_play_token(&self.secret, VIEWER_SCOPE, token, now_ms).ok().map(|c| c.account_id)
     }
 
     /// Allows a play of `channel` (already resolved from a rendition to its

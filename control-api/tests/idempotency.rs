@@ -65,6 +65,7 @@ async fn the_same_usage_batch_sent_ten_times_concurrently_counts_once() {
             bytes_in: 99,
             viewer_seconds: 30,
         }],
+        watch: vec![],
     };
     let mut tasks = Vec::new();
     for _ in 0..10 {

@@ -19,6 +19,7 @@ fn batch(seq: u64, channel: &str, out: u64, inb: u64) -> UsageBatch {
             bytes_in: inb,
             viewer_seconds: 10,
         }],
+        watch: vec![],
     }
 }
 

@@ -10,6 +10,11 @@
 //!   segments within the window. One map write per HLS request.
 //! - [`Audience::snapshot`] is meant for a once-a-second reader: it also
 //!   forgets idle HLS clients and channels nobody watches.
+//! - Watch sessions (rewards): a viewer who plays with a viewer token
+//!   (`?viewer=`) has its session recorded when its guard drops, if media
+//!   was delivered ([`ViewerGuard::saw_media`]); the usage reporter takes
+//!   them ([`Audience::take_watch_sessions`]) into its next batch. Bounded:
+//!   past [`MAX_PENDING_SESSIONS`] unsent sessions new ones are dropped.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -18,6 +23,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use parking_lot::Mutex;
+use westream_control::hooks::WatchSession;
+
+/// Ended watch sessions kept until the next usage report.
+pub const MAX_PENDING_SESSIONS: usize = 100_000;
+
+/// Longest viewer token passed on; a longer one is ignored.
+const MAX_VIEWER_TOKEN_LEN: usize = 128;
 
 /// Viewers of one channel by protocol.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,6 +74,7 @@ pub struct Audience {
     /// (channel, client) -> last request, ms.
     hls: DashMap<(String, u64), u64>,
     hls_window_ms: u64,
+    ended: Arc<Mutex<Vec<WatchSession>>>,
 }
 
 /// Counts one RTMP or FLV viewer until dropped.
@@ -68,18 +82,73 @@ pub struct Audience {
 pub struct ViewerGuard {
     counts: Arc<LiveCounts>,
     protocol: Connected,
+    watch: Option<Watch>,
+}
+
+/// A signed-in viewer's session in progress.
+#[derive(Debug)]
+struct Watch {
+    viewer: String,
+    channel: String,
+    since: std::time::Instant,
+    media: bool,
+    ended: Arc<Mutex<Vec<WatchSession>>>,
+}
+
+impl ViewerGuard {
+    /// Media reached this viewer (cheap: call it as often as convenient).
+    pub fn saw_media(&mut self) {
+        if let Some(w) = &mut self.watch {
+            w.media = true;
+        }
+    }
 }
 
 impl Drop for ViewerGuard {
     fn drop(&mut self) {
         self.counts.counter(self.protocol).fetch_sub(1, Ordering::Relaxed);
+        if let Some(w) = self.watch.take().filter(|w| w.media) {
+            let session = WatchSession {
+                viewer: w.viewer,
+                channel: w.channel,
+                protocol: match self.protocol {
+                    Connected::Rtmp => "rtmp",
+                    Connected::Flv => "flv",
+                }
+                .to_string(),
+                watched_ms: w.since.elapsed().as_millis() as u64,
+            };
+            let mut ended = w.ended.lock();
+            if ended.len() < MAX_PENDING_SESSIONS {
+                ended.push(session);
+            }
+        }
     }
 }
 
 impl Audience {
     /// An HLS client counts for `hls_window_ms` after its last request.
     pub fn new(hls_window_ms: u64) -> Audience {
-        Audience { connected: DashMap::new(), hls: DashMap::new(), hls_window_ms }
+        Audience { connected: DashMap::new(), hls: DashMap::new(), hls_window_ms, ended: Arc::default() }
+    }
+
+    /// [`Audience::join`] for a viewer that may carry a viewer token: its
+    /// session is recorded when the guard drops, if media was delivered.
+    pub fn join_as(&self, source: &str, protocol: Connected, viewer: Option<&str>) -> ViewerGuard {
+        let mut guard = self.join(source, protocol);
+        guard.watch = viewer.filter(|v| !v.is_empty() && v.len() <= MAX_VIEWER_TOKEN_LEN).map(|v| Watch {
+            viewer: v.to_string(),
+            channel: source.to_string(),
+            since: std::time::Instant::now(),
+            media: false,
+            ended: Arc::clone(&self.ended),
+        });
+        guard
+    }
+
+    /// The watch sessions ended since the last call.
+    pub fn take_watch_sessions(&self) -> Vec<WatchSession> {
+        std::mem::take(&mut *self.ended.lock())
     }
 
     /// A viewer of `source` joined over `protocol`; it leaves when the guard drops.
@@ -88,7 +157,7 @@ impl Audience {
         // entry a guard is about to use.
         let counts = Arc::clone(self.connected.entry(source.to_string()).or_default().value());
         counts.counter(protocol).fetch_add(1, Ordering::Relaxed);
-        ViewerGuard { counts, protocol }
+        ViewerGuard { counts, protocol, watch: None }
     }
 
     /// An HLS request of `source` from a client.

@@ -36,6 +36,8 @@ pub struct UsageReporter {
     pending: VecDeque<UsageBatch>,
     /// Stop orders seen, by channel: (issued_at_ms, stop_at_ms, done).
     orders: HashMap<String, (u64, u64, bool)>,
+    /// Ended watch sessions of signed-in viewers ride in the batches.
+    audience: Option<Arc<crate::audience::Audience>>,
 }
 
 impl UsageReporter {
@@ -51,7 +53,14 @@ impl UsageReporter {
             source_of: Box::new(|c: &str| c.to_string()),
             pending: VecDeque::new(),
             orders: HashMap::new(),
+            audience: None,
         }
+    }
+
+    /// Sends the audience's ended watch sessions with the batches.
+    pub fn with_audience(mut self, audience: Arc<crate::audience::Audience>) -> Self {
+        self.audience = Some(audience);
+        self
     }
 
     /// Bills renditions to their source channel.
@@ -94,9 +103,16 @@ impl UsageReporter {
             }
             e.viewer_seconds += (subscribers as f64 * interval_s).round() as u64;
         }
-        let channels: Vec<ChannelUsage> = merged.into_values().collect();
-        if !channels.is_empty() {
-            let batch = UsageBatch { node_id: self.node_id.clone(), batch_seq: self.next_seq, channels };
+        let mut channels: Vec<ChannelUsage> = merged.into_values().collect();
+        let mut watch = self.audience.as_ref().map(|a| a.take_watch_sessions()).unwrap_or_default();
+        while !channels.is_empty() || !watch.is_empty() {
+            let rest = watch.split_off(watch.len().min(westream_control::hooks::MAX_BATCH_WATCH_SESSIONS));
+            let batch = UsageBatch {
+                node_id: self.node_id.clone(),
+                batch_seq: self.next_seq,
+                channels: std::mem::take(&mut channels),
+                watch: std::mem::replace(&mut watch, rest),
+            };
             self.next_seq += 1;
             if self.pending.len() >= MAX_PENDING_BATCHES {
                 tracing::error!("control plane unreachable for too long: dropping the oldest usage batch");

@@ -183,6 +183,10 @@ impl Server {
             }));
         }
 
+        // An HLS player fetches a playlist about once per segment; three
+        // missed fetches and it is gone.
+        let audience = Arc::new(Audience::new((3 * config.hls.segment_duration_ms).max(6000)));
+
         let renditions = Arc::clone(&transcoding);
         let reporter = UsageReporter::new(
             Arc::clone(&hub),
@@ -190,12 +194,9 @@ impl Server {
             config.server.node_id.clone(),
             ms(config.server.usage_report_interval_ms),
         )
-        .with_source_of(move |c| renditions.split_rendition(c).0.to_string());
+        .with_source_of(move |c| renditions.split_rendition(c).0.to_string())
+        .with_audience(Arc::clone(&audience));
         tasks.spawn(reporter.run(shutdown.clone()));
-
-        // An HLS player fetches a playlist about once per segment; three
-        // missed fetches and it is gone.
-        let audience = Arc::new(Audience::new((3 * config.hls.segment_duration_ms).max(6000)));
         let rtmp_ctx = Arc::new(RtmpContext {
             hub: Arc::clone(&hub),
             hooks: Arc::clone(&hooks),

@@ -324,3 +324,63 @@ async fn a_crash_in_the_middle_of_settle_reruns_to_the_same_root_and_verify_catc
     let problems = report["problems"].to_string();
     assert!(problems.contains("epoch 1"), "{problems}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_time_counts_for_a_signed_in_viewer_with_media_and_not_for_forged_or_short_sessions() {
+    let tables = "[control.rewards]\nmin_watch_session_ms = 1000\nflush_interval_ms = 100000\n";
+    let text = control_config_text("watch", &[STAR], "", tables).replacen("[server]\n", "[server]\nusage_report_interval_ms = 200\n", 1);
+    let server = Server::start(westream_media::Config::parse(&text).unwrap()).await.unwrap();
+    let api = Api::new(server.http_addr);
+    let mut viewers = Vec::new();
+    for handle in ["watcher", "brief"] {
+        let (_, body) = api.post("/v1/accounts", None, json!({ "handle": handle })).await;
+        let token = body["token"].as_str().unwrap().to_string();
+        let (code, vt) = api.get("/v1/accounts/me/viewer-token", Some(&token)).await;
+        assert_eq!(code, 200, "{vt}");
+        viewers.push((body["account"]["id"].as_i64().unwrap(), vt["token"].as_str().unwrap().to_string()));
+    }
+    let clip = make_clip(ClipSpec { seconds: 8, ..ClipSpec::default() });
+    let _ffmpeg = publish(&clip, &rtmp_url(server.rtmp_addr, STAR.stream_key), &[]);
+    wait_media(&server, "star").await;
+    let (watcher, brief) = (&viewers[0], &viewers[1]);
+
+    // The watcher reads FLV and RTMP for seconds; a forged token reads FLV
+    // as long; "brief" leaves after a moment.
+    let flv = format!("http://{}/live/star.flv?viewer={}", server.http_addr, watcher.1);
+    let rtmp = format!("{}?viewer={}", rtmp_url(server.rtmp_addr, "star"), watcher.1);
+    let forged = format!("http://{}/live/star.flv?viewer={}x", server.http_addr, &watcher.1[..watcher.1.len() - 1]);
+    let (a, b, c) = tokio::join!(probe_for(flv, 4), probe_for(rtmp, 4), probe_for(forged, 4));
+    assert!(a > 30 && b > 30 && c > 30, "every reader got video: {a} {b} {c}");
+    let mut short = reqwest::get(format!("http://{}/live/star.flv?viewer={}", server.http_addr, brief.1)).await.unwrap();
+    assert!(short.chunk().await.unwrap().is_some());
+    drop(short);
+
+    let plane = server.control.as_ref().unwrap().clone();
+    let day = westream_control::rewards::activity::day_of(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64,
+    );
+    let rows = poll_until(
+        || {
+            let plane = plane.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    plane.flush_activity().unwrap();
+                    plane.store().activity_of_day(day).unwrap()
+                })
+                .await
+                .unwrap()
+            }
+        },
+        |rows| rows.iter().any(|(a, i)| *a == watcher.0 && i.plays >= 2),
+    )
+    .await;
+    let of = |id: i64| rows.iter().find(|(a, _)| *a == id).map(|(_, i)| *i).unwrap_or_default();
+    let w = of(watcher.0);
+    assert_eq!(w.plays, 2, "one FLV and one RTMP session: {w:?}");
+    assert!(w.watch_seconds[0] >= 1 && w.watch_seconds[1] >= 1, "RTMP and FLV seconds: {w:?}");
+    assert_eq!(w.watch_seconds[2], 0);
+    let b = of(brief.0);
+    assert_eq!((b.plays, b.watch_seconds), (0, [0, 0, 0]), "a session under the minimum counts nothing: {b:?}");
+    assert_eq!(rows.iter().map(|(_, i)| i.plays).sum::<u64>(), 2, "the forged token counts for nobody: {rows:?}");
+    server.shutdown().await;
+}

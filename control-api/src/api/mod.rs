@@ -39,6 +39,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/health"),
     ("POST", "/v1/accounts"),
     ("GET", "/v1/accounts/me"),
+    ("GET", "/v1/accounts/me/viewer-token"),
     ("POST", "/v1/tokens"),
     ("GET", "/v1/products"),
     ("POST", "/v1/channels"),
@@ -95,6 +96,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/accounts", post(user::create_account))
         .route("/v1/accounts/me", get(user::me))
+        .route("/v1/accounts/me/viewer-token", get(user::viewer_token))
         .route("/v1/tokens", post(user::create_token))
         .route("/v1/products", get(user::products))
         .route("/v1/channels", post(user::create_channel))

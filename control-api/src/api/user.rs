@@ -82,6 +82,17 @@ pub(super) async fn me(State(state): State<AppState>, auth: Auth) -> Result<Resp
     Ok(Json(account).into_response())
 }
 
+/// How long a viewer token is valid.
+const VIEWER_TOKEN_TTL_MS: i64 = 24 * 3_600_000;
+
+/// `GET /v1/accounts/me/viewer-token`: a signed token to put in play URLs
+/// (`?viewer=`), so watch time counts for the caller's rewards.
+pub(super) async fn viewer_token(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+    let expires_at_ms = now_ms() + VIEWER_TOKEN_TTL_MS;
+    let token = state.hooks.tickets().mint_viewer(auth.0.account_id, expires_at_ms);
+    Ok(Json(serde_json::json!({ "token": token, "expires_at_ms": expires_at_ms })).into_response())
+}
+
 pub(super) async fn create_token(
     State(state): State<AppState>,
     auth: Auth,

@@ -23,6 +23,9 @@ use crate::media::flv;
 pub struct PlayQuery {
     /// Play token for ticketed channels.
     pub token: Option<String>,
+    /// Viewer token (`GET /v1/accounts/me/viewer-token`): watch time counts
+    /// for the viewer's rewards.
+    pub viewer: Option<String>,
 }
 
 /// The status a play denial maps to.
@@ -74,7 +77,7 @@ pub async fn play(
         header: Some(header),
         ready: Default::default(),
         shutdown: Box::pin(ctx.shutdown.clone().cancelled_owned()),
-        _counted: ctx.audience.join(base, Connected::Flv),
+        _counted: ctx.audience.join_as(base, Connected::Flv, q.viewer.as_deref()),
     };
     ctx.hub.metrics().viewers.with_label_values(&["flv"]).inc();
     let stream = futures_util::stream::unfold(viewer, |mut v| async move {
@@ -116,6 +119,7 @@ impl FlvViewer {
         // hyper writes what the body yields without a Pending in between as
         // one batch: hand over everything that is ready (the hub delivers
         // audio together with the next video frame).
+        self._counted.saw_media();
         self.push_ready(frame.flv_tag());
         while self.ready.len() < 64 {
             let Some(f) = self.sub.try_recv() else { break };

@@ -367,7 +367,7 @@ impl Conn<'_> {
             self.refuse("bad_state", "this connection already publishes or plays".into());
             return Ok(self.session.reject_request(request_id, "NetStream.Play.Failed", "already active")?);
         }
-        let (channel, token) = split_play_name(&name);
+        let (channel, token, viewer) = split_play_name(&name);
         let internal = self.ctx.transcoding.is_internal_play(&name);
         // A rendition is played under its source channel's rights.
         let (base, _) = self.ctx.transcoding.split_rendition(channel);
@@ -395,7 +395,7 @@ impl Conn<'_> {
         let sub = self.ctx.hub.watch(channel);
         tracing::debug!(live = sub.stream().is_live(), "playing");
         self.ctx.hub.metrics().viewers.with_label_values(&["rtmp"]).inc();
-        let counted = (!internal).then(|| self.ctx.audience.join(base, Connected::Rtmp));
+        let counted = (!internal).then(|| self.ctx.audience.join_as(base, Connected::Rtmp, viewer.as_deref()));
         self.role = Role::Playing { sub: Box::new(sub), stream_id, internal, _counted: counted };
         // rml_rtmp's accept would also send `|RtmpSampleAccess` and a
         // `NetStream.Data.Start` data message, which FFmpeg turns into extra
@@ -456,8 +456,11 @@ impl Conn<'_> {
 
     /// Queues `first` and whatever else is ready, then writes them together.
     async fn send_frames(&mut self, first: Arc<crate::media::Frame>) -> Result<(), ConnError> {
-        let Role::Playing { sub, stream_id, internal, .. } = &mut self.role else { return Ok(()) };
+        let Role::Playing { sub, stream_id, internal, _counted } = &mut self.role else { return Ok(()) };
         let internal = *internal;
+        if let Some(guard) = _counted {
+            guard.saw_media();
+        }
         let chunk_size = self.ctx.config.chunk_size as usize;
         let encode = |f: &crate::media::Frame| {
             if *stream_id == 1 {
@@ -510,17 +513,14 @@ impl Conn<'_> {
     }
 }
 
-/// Splits `channel?token=…` (players put a play token in the stream name;
-/// percent-encoded as in an HTTP query, or plain).
-fn split_play_name(name: &str) -> (&str, Option<String>) {
+/// Splits `channel?token=…&viewer=…` (players put a play token and a viewer
+/// token in the stream name; percent-encoded as in an HTTP query, or plain).
+fn split_play_name(name: &str) -> (&str, Option<String>, Option<String>) {
     match name.split_once('?') {
-        None => (name, None),
+        None => (name, None, None),
         Some((channel, query)) => {
-            let token = query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("token="))
-                .map(percent_decode);
-            (channel, token)
+            let param = |key: &str| query.split('&').find_map(|kv| kv.strip_prefix(key)).map(percent_decode);
+            (channel, param("token="), param("viewer="))
         }
     }
 }
@@ -584,10 +584,11 @@ mod tests {
 
     #[test]
     fn play_name_splits_off_a_token() {
-        assert_eq!(split_play_name("demo"), ("demo", None));
-        assert_eq!(split_play_name("demo?token=abc&x=1"), ("demo", Some("abc".into())));
-        assert_eq!(split_play_name("demo?x=1"), ("demo", None));
-        assert_eq!(split_play_name("demo?token=a%2Bb%2F.c%zz%4"), ("demo", Some("a+b/.c%zz%4".into())));
+        assert_eq!(split_play_name("demo"), ("demo", None, None));
+        assert_eq!(split_play_name("demo?token=abc&x=1"), ("demo", Some("abc".into()), None));
+        assert_eq!(split_play_name("demo?x=1"), ("demo", None, None));
+        assert_eq!(split_play_name("demo?token=a%2Bb%2F.c%zz%4"), ("demo", Some("a+b/.c%zz%4".into()), None));
+        assert_eq!(split_play_name("demo?viewer=v.w&token=t"), ("demo", Some("t".into()), Some("v.w".into())));
     }
 }
 
