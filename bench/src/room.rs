@@ -6,8 +6,9 @@
 //! start}`), so a measuring client gets send-to-delivery through the whole
 //! server path; a gift event carries the server's `ts_ms` (its commit time),
 //! so gift latency is commit-to-delivery in milliseconds. Only one client in
-//! `--measure-every` parses JSON; the others count frames, so the bench's
-//! own CPU stays small next to the server's.
+//! `--measure-every` parses JSON (a `batch` frame's events one by one); the
+//! others count frames, so the bench's own CPU stays small next to the
+//! server's. `frames_per_client_per_s` shows what the room's batching saves.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -115,6 +116,26 @@ async fn make_sender(http: &reqwest::Client, base: &str, run: u64, i: u32) -> an
     Ok(Sender { token })
 }
 
+/// Counts one parsed event and records its latency.
+fn record_event(v: &serde_json::Value, start: Instant, counters: &Counters, chat_us: &Mutex<Vec<u32>>, gift_ms: &Mutex<Vec<u32>>) {
+    match v["type"].as_str() {
+        Some("chat") => {
+            counters.chat_seen.fetch_add(1, Ordering::Relaxed);
+            if let Some(sent) = v["text"].as_str().and_then(|t| t.strip_prefix("rb:")).and_then(|t| t.parse::<u64>().ok()) {
+                let now = start.elapsed().as_micros() as u64;
+                chat_us.lock().push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+            }
+        }
+        Some("gift") => {
+            counters.gifts_seen.fetch_add(1, Ordering::Relaxed);
+            if let Some(ts) = v["ts_ms"].as_u64() {
+                gift_ms.lock().push(unix_ms().saturating_sub(ts) as u32);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A listening client: counts frames; a measuring one parses them.
 async fn listen(
     url: String,
@@ -138,21 +159,13 @@ async fn listen(
                     continue;
                 }
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(text.as_str()) else { continue };
-                match v["type"].as_str() {
-                    Some("chat") => {
-                        counters.chat_seen.fetch_add(1, Ordering::Relaxed);
-                        if let Some(sent) = v["text"].as_str().and_then(|t| t.strip_prefix("rb:")).and_then(|t| t.parse::<u64>().ok()) {
-                            let now = start.elapsed().as_micros() as u64;
-                            chat_us.lock().push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
-                        }
-                    }
-                    Some("gift") => {
-                        counters.gifts_seen.fetch_add(1, Ordering::Relaxed);
-                        if let Some(ts) = v["ts_ms"].as_u64() {
-                            gift_ms.lock().push(unix_ms().saturating_sub(ts) as u32);
-                        }
-                    }
-                    _ => {}
+                // A busy room sends several events as one `batch` frame.
+                let events = match v["events"].as_array() {
+                    Some(events) if v["type"] == "batch" => events.as_slice(),
+                    _ => std::slice::from_ref(&v),
+                };
+                for e in events {
+                    record_event(e, start, &counters, &chat_us, &gift_ms);
                 }
             }
             Some(Ok(Message::Close(_))) | None => {
@@ -319,6 +332,7 @@ pub(crate) async fn room_command(args: RoomArgs) -> anyhow::Result<()> {
         "gift_events_seen_by_measuring_clients": load(&c.gifts_seen),
         "measuring_clients": measuring,
         "frames_received_total": load(&c.frames) - connected_frames,
+        "frames_per_client_per_s": (load(&c.frames) - connected_frames) as f64 / f64::from(args.clients.max(1)) / elapsed,
         "chat_latency_ms": chat,
         "gift_latency_ms": gifts,
         "server_cpu_s": cpu_seconds(server_before, server_after, ticks),

@@ -46,8 +46,7 @@ async fn chat_gifts_shares_and_broadcasts_become_exact_daily_indicators() {
     loop {
         let msg = tokio::time::timeout_at(deadline, ws.next()).await.expect("chat echoed").unwrap().unwrap();
         if let Message::Text(t) = msg {
-            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
-            if v["type"] == "chat" && v["text"] == "hello" {
+            if frame_events(t.as_str()).iter().any(|v| v["type"] == "chat" && v["text"] == "hello") {
                 break;
             }
         }

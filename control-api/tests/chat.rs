@@ -8,38 +8,63 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A room client: its socket, the events of frames read but not yet taken,
+/// and how many text frames it read.
+struct Ws {
+    socket: Socket,
+    queued: VecDeque<Value>,
+    frames: usize,
+}
 
 async fn connect(s: &TestServer, channel: &str, token: Option<&str>) -> (Ws, Value) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(s.ws_url(channel, token))
+    let (socket, _) = tokio_tungstenite::connect_async(s.ws_url(channel, token))
         .await
         .expect("websocket connects");
+    let mut ws = Ws { socket, queued: VecDeque::new(), frames: 0 };
     let hello = next(&mut ws).await;
     assert_eq!(hello["type"], "hello", "{hello}");
     (ws, hello)
 }
 
-/// The next JSON event (pings skipped), within 5 s.
-async fn next(ws: &mut Ws) -> Value {
+/// The events of the next text frame (pings skipped), within 5 s.
+async fn next_frame(ws: &mut Ws) -> Vec<Value> {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.socket.next())
             .await
             .expect("an event within 5 s")
             .expect("socket open")
             .expect("frame");
         match msg {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("json event"),
+            Message::Text(t) => {
+                ws.frames += 1;
+                return frame_events(t.as_str());
+            }
             Message::Close(c) => panic!("closed: {c:?}"),
             _ => continue,
         }
     }
 }
 
+/// The next JSON event, from a batch already read or the next frame.
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        if let Some(e) = ws.queued.pop_front() {
+            return e;
+        }
+        let events = next_frame(ws).await;
+        ws.queued.extend(events);
+    }
+}
+
 async fn say(ws: &mut Ws, text: &str) {
-    ws.send(Message::text(json!({"type": "chat", "text": text}).to_string()))
+    ws.socket
+        .send(Message::text(json!({"type": "chat", "text": text}).to_string()))
         .await
         .expect("send");
 }
@@ -108,6 +133,49 @@ async fn a_message_from_one_client_reaches_the_others_with_gifts_and_stream_even
 }
 
 #[tokio::test]
+async fn events_within_one_batch_window_reach_every_client_as_one_frame_in_order() {
+    let mut cfg = open_rooms_config();
+    // A long window, so everything below surely falls in one.
+    cfg.rooms.batch_window_ms = 1_000;
+    let s = start_with(cfg).await;
+    s.streamer("star").await;
+    let (alice, _) = s.account("alice", 10 * WE).await;
+    let (mut r1, _) = connect(&s, "star", None).await;
+    let (mut r2, _) = connect(&s, "star", None).await;
+    let (mut a, _) = connect(&s, "star", Some(&alice)).await;
+
+    // The first event finds the room quiet: a frame of its own, sent
+    // before anything else happens.
+    say(&mut a, "c0").await;
+    let first = next_frame(&mut r1).await;
+    assert_eq!((first.len(), first[0]["text"].as_str()), (1, Some("c0")), "{first:?}");
+    // What follows inside the window goes out together when it ends.
+    assert_eq!(s.gift(&alice, "star", json!({"gift": "kiss"})).await.status, StatusCode::OK);
+    for i in 1..=4 {
+        say(&mut a, &format!("c{i}")).await;
+    }
+    let expected = ["gift", "c1", "c2", "c3", "c4"];
+    for ws in [&mut r1, &mut r2, &mut a] {
+        if ws.frames == 1 {
+            assert_eq!(next_frame(ws).await[0]["text"], "c0");
+        }
+        let batch = next_frame(ws).await;
+        let seen: Vec<&str> = batch.iter().filter_map(|e| e["text"].as_str().or(e["type"].as_str())).collect();
+        assert_eq!(seen, expected, "{batch:?}");
+        assert_eq!(ws.frames, 3, "hello, the lone event, one batch");
+    }
+    // A late joiner's `hello` has them all, once.
+    let (_late, hello) = connect(&s, "star", None).await;
+    let recent: Vec<&str> = hello["recent"]
+        .as_array()
+        .expect("recent")
+        .iter()
+        .filter_map(|e| e["text"].as_str().or(e["type"].as_str()))
+        .collect();
+    assert_eq!(recent, ["c0", "gift", "c1", "c2", "c3", "c4"]);
+}
+
+#[tokio::test]
 async fn unauthenticated_oversize_malformed_and_flooding_senders_get_error_events() {
     // Default limits: 500 characters, 5 messages per 10 s; the clock stands still.
     let (s, _clock) = start_clocked(test_config()).await;
@@ -123,7 +191,7 @@ async fn unauthenticated_oversize_malformed_and_flooding_senders_get_error_event
     let e = next(&mut a).await;
     assert_eq!(e["code"], "too_long", "{e}");
     assert!(e["message"].as_str().unwrap_or("").contains("at most 500"));
-    a.send(Message::text("not json")).await.expect("send");
+    a.socket.send(Message::text("not json")).await.expect("send");
     assert_eq!(next(&mut a).await["code"], "bad_message");
     for i in 0..5 {
         say(&mut a, &format!("m{i}")).await;
@@ -140,10 +208,10 @@ async fn unauthenticated_oversize_malformed_and_flooding_senders_get_error_event
     assert_eq!(texts, ["m0", "m1", "m2", "m3", "m4", "end"]);
 
     // A frame over the inbound cap closes the connection.
-    a.send(Message::text("y".repeat(5_000))).await.expect("send");
+    a.socket.send(Message::text("y".repeat(5_000))).await.expect("send");
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            match a.next().await {
+            match a.socket.next().await {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
                 Some(Ok(_)) => continue,
             }
@@ -213,7 +281,7 @@ async fn the_openapi_document_describes_every_event_and_the_vote_formula() {
         .keys()
         .map(String::as_str)
         .collect();
-    for t in ["hello", "chat", "gift", "viewers", "stream", "error"] {
+    for t in ["hello", "chat", "gift", "viewers", "stream", "error", "batch"] {
         assert!(events.contains(&t), "{t} undocumented");
     }
     let codes = doc["x-websocket"]["server_to_client"]["error"]["description"].as_str().unwrap_or("");

@@ -38,6 +38,11 @@ export class RoomSocket {
       } catch {
         return;
       }
+      // A busy room sends the events of a few ms as one `batch` frame.
+      if (ev.type === 'batch' && Array.isArray(ev.events)) {
+        for (const e of ev.events) this.onEvent(e);
+        return;
+      }
       this.onEvent(ev);
     };
     ws.onclose = (c) => {

@@ -23,8 +23,13 @@ pub struct RoomsConfig {
     pub max_slow_mode_ms: u64,
     /// Chat and gift events replayed to a new client in `hello`.
     pub history_len: usize,
-    /// Events a client may be behind before it is dropped ("too slow").
+    /// Frames a client may be behind before it is dropped ("too slow"); a
+    /// frame is one event, or a batch of those within `batch_window_ms`.
     pub client_queue_events: usize,
+    /// Events of a room produced within this many ms of the last frame sent
+    /// go out together as one `batch` frame when the window ends; an event
+    /// in a quiet room goes out at once. 0 sends every event on its own.
+    pub batch_window_ms: u64,
     /// A send to a client that does not finish in this time drops it.
     pub send_timeout_ms: u64,
     /// Viewer-count events are sent at most this often per room.
@@ -66,6 +71,7 @@ impl Default for RoomsConfig {
             max_slow_mode_ms: 600_000,
             history_len: 50,
             client_queue_events: 256,
+            batch_window_ms: 20,
             send_timeout_ms: 10_000,
             viewers_interval_ms: 1_000,
             max_clients_per_room: 50_000,
@@ -149,6 +155,7 @@ impl RoomsConfig {
         in_range("max_slow_mode_ms", self.max_slow_mode_ms, 0, 86_400_000, "at most one day")?;
         in_range("history_len", self.history_len, 0, 1_000, "must be 0..=1000")?;
         in_range("client_queue_events", self.client_queue_events, 1, 65_536, "must be 1..=65536")?;
+        in_range("batch_window_ms", self.batch_window_ms, 0, 1_000, "must be 0..=1000 (0: no batching)")?;
         in_range("send_timeout_ms", self.send_timeout_ms, 1, 300_000, "must be 1..=300000")?;
         in_range("viewers_interval_ms", self.viewers_interval_ms, 100, 60_000, "must be 100..=60000")?;
         in_range("max_clients_per_room", self.max_clients_per_room, 1, 1_000_000, "must be 1..=1000000")?;
@@ -207,6 +214,7 @@ mod tests {
             (RoomsConfig { vote_half_life_ms: 0, ..Default::default() }, "control.rooms.vote_half_life_ms"),
             (RoomsConfig { max_inbound_frame_bytes: 1_000, ..Default::default() }, "control.rooms.max_inbound_frame_bytes"),
             (RoomsConfig { client_queue_events: 0, ..Default::default() }, "control.rooms.client_queue_events"),
+            (RoomsConfig { batch_window_ms: 1_001, ..Default::default() }, "control.rooms.batch_window_ms"),
         ];
         for (c, key) in cases {
             assert_eq!(c.validate().map_err(|e| e.key), Err(key.to_string()));

@@ -9,15 +9,21 @@
 //! `viewers_interval_ms`.
 //!
 //! Fan-out: each room has one `tokio::sync::broadcast` ring of
-//! `client_queue_events` serialized events (`Utf8Bytes`, shared, never
-//! copied per client). A client that falls further behind than the ring, or
-//! whose socket does not take a message within `send_timeout_ms`, is
-//! dropped with a close reason: memory never grows with a slow reader.
+//! `client_queue_events` frames (`Utf8Bytes`, shared, never copied per
+//! client). Events are serialized once; those produced within
+//! `batch_window_ms` of each other share one frame (see [`batch`]), so a
+//! busy room costs each client one WebSocket frame per window, not one per
+//! event. A frame is at most [`batch::MAX_BATCH_EVENTS`] events and about
+//! [`batch::MAX_BATCH_BYTES`], which bounds the ring. A client that falls
+//! further behind than the ring, or whose socket does not take a message
+//! within `send_timeout_ms`, is dropped with a close reason: memory never
+//! grows with a slow reader.
 //!
 //! Memory bound (checked by `tests/ws_memory.rs`): an idle client costs at
 //! most **64 KiB** of server memory (its task, a 4 KiB read buffer, the
 //! socket and connection state; measured well below that).
 
+mod batch;
 mod chat;
 mod config;
 mod events;
@@ -42,6 +48,7 @@ use crate::metrics::ControlMetrics;
 use crate::store::{AccountId, GiftReceipt, ModerationRow, RoomsSnapshot};
 use crate::tickets::TicketGate;
 use crate::votes::{VoteRules, EMPTY_LOG2};
+use batch::{EventBatcher, Frame, HeldEvent};
 use events::{Event, Hello};
 
 /// The documented per-idle-client memory bound, bytes.
@@ -53,6 +60,9 @@ pub struct Room {
     events: broadcast::Sender<Utf8Bytes>,
     state: Mutex<RoomState>,
     clients: AtomicUsize,
+    history_len: usize,
+    /// For the batch timer's task.
+    me: Weak<Room>,
 }
 
 impl std::fmt::Debug for Room {
@@ -69,13 +79,17 @@ struct RoomState {
     viewers_sent_at: Option<Instant>,
     log2_score: f64,
     policy: ChatPolicy,
+    /// Chat and gift events already sent, for `hello`.
     history: VecDeque<Utf8Bytes>,
+    batcher: EventBatcher,
+    /// A task waits for the batcher's deadline.
+    timer_armed: bool,
 }
 
 impl Room {
-    fn new(channel: &str, queue: usize) -> Self {
-        let (events, _) = broadcast::channel(queue.max(1));
-        Room {
+    fn new(channel: &str, config: &RoomsConfig) -> Arc<Self> {
+        let (events, _) = broadcast::channel(config.client_queue_events.max(1));
+        Arc::new_cyclic(|me| Room {
             channel: channel.to_string(),
             events,
             state: Mutex::new(RoomState {
@@ -86,9 +100,13 @@ impl Room {
                 log2_score: EMPTY_LOG2,
                 policy: ChatPolicy::default(),
                 history: VecDeque::new(),
+                batcher: EventBatcher::new(Duration::from_millis(config.batch_window_ms)),
+                timer_armed: false,
             }),
             clients: AtomicUsize::new(0),
-        }
+            history_len: config.history_len,
+            me: me.clone(),
+        })
     }
 
     /// The channel.
@@ -116,18 +134,71 @@ impl Room {
         self.state.lock().log2_score
     }
 
-    /// Sends serialized events to every client, in order; `history` ones
-    /// (chat, gifts) are also kept for `hello`.
-    fn publish(st: &mut RoomState, events: &broadcast::Sender<Utf8Bytes>, bytes: Utf8Bytes, history: usize) {
-        if history > 0 {
-            if st.history.len() >= history {
-                st.history.pop_front();
+    /// Sends a serialized event to every client, in order, at once or in
+    /// the next batch; `history` ones (chat, gifts) are also kept for
+    /// `hello` once sent.
+    fn publish(&self, st: &mut RoomState, bytes: Utf8Bytes, history: bool) {
+        if let Some(frame) = st.batcher.handle_event(HeldEvent { bytes, history }, batch_now()) {
+            self.send_frame(st, frame);
+        }
+        self.arm_timer(st);
+    }
+
+    fn send_frame(&self, st: &mut RoomState, frame: Frame) {
+        if self.history_len > 0 {
+            for e in frame.events.into_iter().filter(|e| e.history) {
+                if st.history.len() >= self.history_len {
+                    st.history.pop_front();
+                }
+                st.history.push_back(e.bytes);
             }
-            st.history.push_back(bytes.clone());
         }
         // No receivers is fine: nobody is watching.
-        let _ = events.send(bytes);
+        let _ = self.events.send(frame.text);
     }
+
+    /// One task per room at a time waits for the end of the batch window
+    /// while events are held. Outside a runtime nothing could wait: they go
+    /// out at once.
+    fn arm_timer(&self, st: &mut RoomState) {
+        if st.timer_armed {
+            return;
+        }
+        let Some(mut at) = st.batcher.poll_timeout() else {
+            return;
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            if let Some(frame) = st.batcher.flush(batch_now()) {
+                self.send_frame(st, frame);
+            }
+            return;
+        };
+        st.timer_armed = true;
+        let me = self.me.clone();
+        handle.spawn(async move {
+            loop {
+                tokio::time::sleep_until(at.into()).await;
+                let Some(room) = me.upgrade() else { return };
+                let mut st = room.state.lock();
+                if let Some(frame) = st.batcher.handle_timeout(batch_now()) {
+                    room.send_frame(&mut st, frame);
+                }
+                match st.batcher.poll_timeout() {
+                    Some(next) => at = next,
+                    None => {
+                        st.timer_armed = false;
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The batcher's time: tokio's clock (so a paused test clock and the
+/// batch timer agree), the system's outside a runtime.
+fn batch_now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// Every room of this control plane. See the module doc for the contract.
@@ -201,12 +272,11 @@ impl Rooms {
         if let Some(r) = self.rooms.get(channel) {
             return Arc::clone(&r);
         }
-        let queue = self.config.client_queue_events;
         Arc::clone(
             &self
                 .rooms
                 .entry(channel.to_string())
-                .or_insert_with(|| Arc::new(Room::new(channel, queue))),
+                .or_insert_with(|| Room::new(channel, &self.config)),
         )
     }
 
@@ -274,7 +344,7 @@ impl Rooms {
             self.activity.stream_ended(channel, now);
         }
         let bytes = Event::Stream { live, ts_ms: now }.to_bytes();
-        Room::publish(&mut st, &room.events, bytes, 0);
+        room.publish(&mut st, bytes, false);
     }
 
     /// The media server: current viewer counts of a channel (call it about
@@ -303,7 +373,7 @@ impl Rooms {
             st.viewers_sent = st.viewers;
             st.viewers_sent_at = Some(Instant::now());
             let bytes = Event::Viewers(st.viewers.into()).to_bytes();
-            Room::publish(&mut st, &room.events, bytes, 0);
+            room.publish(&mut st, bytes, false);
         }
     }
 
@@ -382,7 +452,7 @@ impl Rooms {
         if let Some(l) = g.log2_score {
             st.log2_score = l;
         }
-        Room::publish(&mut st, &room.events, bytes, self.config.history_len);
+        room.publish(&mut st, bytes, true);
     }
 
     /// Runs a chat message through every limit and, if it passes, sends it
@@ -414,7 +484,7 @@ impl Rooms {
             ts_ms: now,
         }
         .to_bytes();
-        Room::publish(&mut st, &room.events, bytes, self.config.history_len);
+        room.publish(&mut st, bytes, true);
         drop(st);
         self.metrics.chat_messages.inc();
         Ok(!self.active.contains_key(&caller.account_id))
@@ -428,7 +498,8 @@ impl Rooms {
     }
 
     /// The `hello` message and a subscription that starts right after it,
-    /// taken under the room's lock so no event falls in between.
+    /// taken under the room's lock so no event falls in between: `recent`
+    /// holds only events already sent; any held for a batch come in it.
     pub(crate) fn join(&self, room: &Room, you: Option<AccountId>) -> (Utf8Bytes, broadcast::Receiver<Utf8Bytes>) {
         let st = room.state.lock();
         let rx = room.events.subscribe();
@@ -469,11 +540,28 @@ mod tests {
     use crate::clock::ManualClock;
 
     fn rooms() -> (Arc<Rooms>, Arc<ManualClock>) {
+        rooms_with(RoomsConfig::default())
+    }
+
+    fn rooms_with(config: RoomsConfig) -> (Arc<Rooms>, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new(1_000_000));
         let metrics = Arc::new(ControlMetrics::new(10).expect("metrics"));
         let gate = Arc::new(TicketGate::new(b"0123456789abcdef".to_vec()));
-        let r = Rooms::new(RoomsConfig::default(), clock.clone(), metrics, gate, RoomsSnapshot::default());
+        let r = Rooms::new(config, clock.clone(), metrics, gate, RoomsSnapshot::default());
         (r, clock)
+    }
+
+    /// The events of one frame: itself, or a batch's `events`.
+    fn events_of(frame: &Utf8Bytes) -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_str(frame.as_str()).expect("json frame");
+        if v["type"] == "batch" {
+            return v["events"].as_array().expect("batch events").clone();
+        }
+        vec![v]
+    }
+
+    async fn next_frame(rx: &mut broadcast::Receiver<Utf8Bytes>) -> Utf8Bytes {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a frame within 5 s").expect("frame")
     }
 
     #[tokio::test]
@@ -487,16 +575,51 @@ mod tests {
         rooms.set_viewers("show", v);
         rooms.set_viewers("show", v);
         rooms.stream_ended("show");
-        let got: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok()).map(|b| b.to_string()).collect();
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            got.extend(events_of(&next_frame(&mut rx).await));
+        }
         assert_eq!(got.len(), 3, "{got:?}");
-        assert!(got[0].contains(r#""live":true"#));
-        assert!(got[1].contains(r#""total":6"#));
-        assert!(got[2].contains(r#""live":false"#));
+        assert_eq!(got[0]["live"], true);
+        assert_eq!(got[1]["total"], 6);
+        assert_eq!(got[2]["live"], false);
         // A second change inside the interval waits for the ticker.
         rooms.set_viewers("show", ViewerCounts { rtmp: 9, ..v });
         assert!(rx.try_recv().is_err(), "held back");
-        let late = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.expect("sent by the ticker").expect("event");
+        let late = next_frame(&mut rx).await;
         assert!(late.as_str().contains(r#""rtmp":9"#), "{late}");
+    }
+
+    #[tokio::test]
+    async fn events_within_a_window_share_one_frame_in_order_and_reach_history_once_sent() {
+        // A long window, so the four messages surely fall in one.
+        let (rooms, _) = rooms_with(RoomsConfig { batch_window_ms: 1_000, ..RoomsConfig::default() });
+        let room = rooms.room("show");
+        let (_, mut early) = rooms.join(&room, None);
+        let ann = crate::store::Caller { account_id: 7, handle: "ann".into() };
+        for text in ["m0", "m1", "m2", "m3"] {
+            assert!(rooms.handle_chat(&room, Some(&ann), text).is_ok());
+        }
+        // The first found the room quiet: sent at once, on its own.
+        let first = early.try_recv().expect("the first message is not held");
+        assert_eq!(events_of(&first).len(), 1);
+        assert!(early.try_recv().is_err(), "the others wait for the window");
+        // A client joining now gets the sent one in `hello`, the held ones
+        // in its subscription: each exactly once.
+        let (hello, mut late) = rooms.join(&room, None);
+        let hello: serde_json::Value = serde_json::from_str(hello.as_str()).expect("json");
+        assert_eq!(hello["recent"].as_array().map(Vec::len), Some(1));
+        for rx in [&mut early, &mut late] {
+            let frame = next_frame(rx).await;
+            let v: serde_json::Value = serde_json::from_str(frame.as_str()).expect("json");
+            assert_eq!(v["type"], "batch", "{frame}");
+            let texts: Vec<&str> = v["events"].as_array().expect("events").iter().filter_map(|e| e["text"].as_str()).collect();
+            assert_eq!(texts, ["m1", "m2", "m3"]);
+            assert!(rx.try_recv().is_err(), "nothing else: none sent twice");
+        }
+        let (hello, _) = rooms.join(&room, None);
+        let hello: serde_json::Value = serde_json::from_str(hello.as_str()).expect("json");
+        assert_eq!(hello["recent"].as_array().map(Vec::len), Some(4), "sent, then history");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! chat needs `?token=API_TOKEN` (browsers cannot set WebSocket headers).
 //!
 //! A client is dropped, with a close frame saying why where the socket
-//! still takes one, when it falls more than `client_queue_events` behind
-//! (`lagged`), when a send does not finish in `send_timeout_ms`
+//! still takes one, when it falls more than `client_queue_events` frames
+//! behind (`lagged`), when a send does not finish in `send_timeout_ms`
 //! (`send_timeout`), or when it breaks the protocol or sends a frame over
 //! `max_inbound_frame_bytes` (`protocol`).
 
@@ -33,9 +33,9 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 const MAX_WRITE_BUFFER_BYTES: usize = 1 << 20;
 /// How long a close frame to a dropped client may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
-/// Events already queued for a client go out in one write, up to this many
-/// (no waiting: a lone event is written at once).
-const MAX_EVENTS_PER_WRITE: usize = 32;
+/// Frames already queued for a client go out in one write, up to this many
+/// (no waiting here: the room batches; see `rooms::batch`).
+const MAX_FRAMES_PER_WRITE: usize = 32;
 /// Bytes a client's frames may gather before tungstenite writes them.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -167,7 +167,7 @@ impl Client {
             self.rooms.metrics().ws_drops.with_label_values(&[reason.label()]).inc();
             tracing::debug!(reason = ?reason, "room client dropped");
             let text = match &reason {
-                DropReason::Lagged(n) => format!("too slow: {n} events behind"),
+                DropReason::Lagged(n) => format!("too slow: {n} frames behind"),
                 DropReason::SendTimeout => "too slow: send timed out".to_string(),
                 DropReason::Protocol(e) => format!("protocol error: {e}"),
             };
@@ -203,7 +203,7 @@ impl Client {
         events: &mut tokio::sync::broadcast::Receiver<Utf8Bytes>,
     ) -> Result<(), DropReason> {
         self.timed(sink.feed(Message::Text(first))).await?;
-        for _ in 1..MAX_EVENTS_PER_WRITE {
+        for _ in 1..MAX_FRAMES_PER_WRITE {
             match events.try_recv() {
                 Ok(next) => self.timed(sink.feed(Message::Text(next))).await?,
                 Err(TryRecvError::Lagged(n)) => return Err(DropReason::Lagged(n)),

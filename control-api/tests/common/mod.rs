@@ -310,3 +310,13 @@ pub async fn idle_client(addr: &str, channel: &str) -> tokio::net::TcpStream {
     sock
 }
 
+
+/// The events of one room WebSocket frame, in order: a bare event, or the
+/// `events` of a `batch`.
+pub fn frame_events(text: &str) -> Vec<Value> {
+    let v: Value = serde_json::from_str(text).expect("json frame");
+    match v["events"].as_array() {
+        Some(events) if v["type"] == "batch" => events.clone(),
+        _ => vec![v],
+    }
+}
