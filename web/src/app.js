@@ -365,6 +365,13 @@ async function watchView(channel, params) {
     setLive(false);
     if (e.status !== 404) console.warn('room', e);
   }
+  if (me) {
+    try {
+      player.viewer = (await get('/v1/accounts/me/viewer-token')).token;
+    } catch (e) {
+      console.warn('viewer token', e);
+    }
+  }
   player.play(channel, mode, playToken);
 }
 

@@ -2,8 +2,13 @@
 // in Safari) or low-latency HTTP-FLV (mpegts.js). The libraries are loaded
 // as classic scripts (window.Hls, window.mpegts) from /assets/vendor/.
 
-export function streamUrl(channel, mode, token) {
-  const q = token ? `?token=${encodeURIComponent(token)}` : '';
+export function streamUrl(channel, mode, token, viewer) {
+  // `token`: a ticket's play token; `viewer`: the signed-in viewer's token,
+  // so watch time counts for their rewards (GET /v1/accounts/me/viewer-token).
+  const params = [];
+  if (token) params.push(`token=${encodeURIComponent(token)}`);
+  if (viewer) params.push(`viewer=${encodeURIComponent(viewer)}`);
+  const q = params.length ? `?${params.join('&')}` : '';
   const ch = encodeURIComponent(channel);
   return mode === 'flv' ? `/live/${ch}.flv${q}` : `/live/${ch}/index.m3u8${q}`;
 }
@@ -33,12 +38,14 @@ export class Player {
     this.onStatus = onStatus || (() => {});
     this.engine = null;
     this.retry = null;
+    /** The signed-in viewer's token, added to every stream URL. */
+    this.viewer = null;
   }
 
   /** Starts (or restarts) playback. */
   async play(channel, mode, token) {
     this.stop();
-    const url = streamUrl(channel, mode, token);
+    const url = streamUrl(channel, mode, token, this.viewer);
     this.current = { channel, mode, token };
     this.onStatus({ state: 'connecting', mode });
     const pre = await preflight(url);
