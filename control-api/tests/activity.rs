@@ -68,6 +68,17 @@ async fn chat_gifts_shares_and_broadcasts_become_exact_daily_indicators() {
     }
     let r = s.post("/v1/rooms/star/shares", Some(&fan), json!({})).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // A like counts; a second one within the interval is refused with the
+    // reason and counts nothing; another after the interval counts.
+    let r = s.post("/v1/rooms/star/likes", Some(&fan), json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = s.post("/v1/rooms/star/likes", Some(&fan), json!({})).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", r.body);
+    assert_eq!(r.body["error"], "like_rate_limited");
+    clock.advance(westream_control::rooms::LIKE_INTERVAL_MS as i64);
+    let r = s.post("/v1/rooms/star/likes", Some(&fan), json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(s.post("/v1/rooms/nosuch/likes", Some(&fan), json!({})).await.status, StatusCode::NOT_FOUND);
 
     flush(&s).await;
     flush(&s).await; // nothing left to add
@@ -76,7 +87,7 @@ async fn chat_gifts_shares_and_broadcasts_become_exact_daily_indicators() {
     let rows = tokio::task::spawn_blocking(move || store.activity_of_day(day)).await.unwrap().unwrap();
 
     let f = row(&rows, fan_id);
-    assert_eq!((f.chat_messages, f.shares, f.gifts_sent_micro), (1, 1, WE as u64), "{f:?}");
+    assert_eq!((f.chat_messages, f.shares, f.likes, f.gifts_sent_micro), (1, 1, 2, WE as u64), "{f:?}");
     let st = row(&rows, star_id);
     assert_eq!(
         (st.publishes, st.broadcast_minutes, st.peak_viewers, st.gifts_received_micro),

@@ -72,6 +72,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/rooms/{channel}/ban"),
     ("POST", "/v1/rooms/{channel}/gifts"),
     ("POST", "/v1/rooms/{channel}/shares"),
+    ("POST", "/v1/rooms/{channel}/likes"),
     ("POST", "/v1/rooms/{channel}/tickets"),
     ("GET", "/v1/rooms/{channel}/tickets/me"),
     ("GET", "/v1/rooms/{channel}/ws"),
@@ -150,6 +151,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/rooms/{channel}/ban", post(rooms::ban))
         .route("/v1/rooms/{channel}/gifts", post(rooms::send_gift))
         .route("/v1/rooms/{channel}/shares", post(rooms::create_share))
+        .route("/v1/rooms/{channel}/likes", post(rooms::like))
         .route("/v1/rooms/{channel}/tickets", post(rooms::buy_ticket))
         .route("/v1/rooms/{channel}/tickets/me", get(rooms::my_ticket))
         .route("/v1/rooms/{channel}/ws", get(crate::rooms::ws::connect))

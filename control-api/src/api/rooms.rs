@@ -369,6 +369,24 @@ pub(super) async fn create_share(
     ))
 }
 
+/// `POST /v1/rooms/{channel}/likes`: one like per account and channel per
+/// `LIKE_INTERVAL_MS` (10 s); it counts for the liker's rewards.
+pub(super) async fn like(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(channel): Path<String>,
+) -> Result<Response, ApiError> {
+    existing_room(&state, &channel).await?;
+    if !state.rooms.like(auth.0.account_id, &channel) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "like_rate_limited",
+            format!("one like per channel every {} s", crate::rooms::LIKE_INTERVAL_MS / 1000),
+        ));
+    }
+    Ok(Json(serde_json::json!({ "liked": true, "channel": channel })).into_response())
+}
+
 /// A ticket with its play token (minted, never stored).
 fn ticket_body(state: &AppState, t: &Ticket) -> serde_json::Value {
     serde_json::json!({

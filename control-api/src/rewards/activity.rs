@@ -16,9 +16,12 @@
 //!   whole minutes, credited on the day it ended;
 //! - peak viewers is the largest total the media server reported that day.
 //!
-//! Watch time by protocol and plays (`watch_seconds`, `plays`) have columns
-//! and formulas but no collector yet: attributing a media session to an
-//! account needs a signed viewer token on play URLs.
+//! - a like counts once per account and channel per `LIKE_INTERVAL_MS`;
+//! - watch time and plays come from media sessions played with a viewer
+//!   token (`?viewer=`, `GET /v1/accounts/me/viewer-token`): the media node
+//!   reports a session that ended after media was delivered, in its
+//!   idempotent usage batch; it counts once, with a genuine unexpired token
+//!   and when at least `control.rewards.min_watch_session_ms` long.
 
 use std::collections::HashMap;
 

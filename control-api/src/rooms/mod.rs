@@ -51,6 +51,10 @@ use crate::votes::{VoteRules, EMPTY_LOG2};
 use batch::{EventBatcher, Frame, HeldEvent};
 use events::{Event, Hello};
 
+/// An account may like a channel once per this interval; likes count as
+/// activity for the daily rewards.
+pub const LIKE_INTERVAL_MS: u64 = 10_000;
+
 /// The documented per-idle-client memory bound, bytes.
 pub const IDLE_CLIENT_BOUND_BYTES: u64 = 64 * 1024;
 
@@ -211,6 +215,8 @@ pub struct Rooms {
     rooms: DashMap<String, Arc<Room>>,
     chat_rate: Mutex<RateLimiter<AccountId>>,
     gift_rate: Mutex<RateLimiter<AccountId>>,
+    /// One like per account and channel per [`LIKE_INTERVAL_MS`].
+    like_rate: Mutex<RateLimiter<(AccountId, u64)>>,
     /// Accounts whose activity already reached `min_activity_events`, so
     /// their chat no longer needs a write.
     active: DashMap<AccountId, ()>,
@@ -239,6 +245,7 @@ impl Rooms {
         let rooms = Arc::new_cyclic(|me| Rooms {
             chat_rate: Mutex::new(RateLimiter::new(config.chat_rate_messages, config.chat_rate_window_ms)),
             gift_rate: Mutex::new(RateLimiter::new(config.gift_rate_requests, config.gift_rate_window_ms)),
+            like_rate: Mutex::new(RateLimiter::new(1, LIKE_INTERVAL_MS)),
             config,
             rules,
             clock,
@@ -305,6 +312,20 @@ impl Rooms {
     }
 
     /// The activity tally of the daily rewards.
+    /// A like of `channel` by `account`: counted (true) unless the account
+    /// liked it less than [`LIKE_INTERVAL_MS`] ago.
+    pub fn like(&self, account: AccountId, channel: &str) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        channel.hash(&mut h);
+        let now = self.clock.now_ms();
+        if !self.like_rate.lock().allow((account, h.finish()), now) {
+            return false;
+        }
+        self.activity.account(account, now, |i| i.likes += 1);
+        true
+    }
+
     pub fn activity(&self) -> &crate::rewards::activity::ActivityLog {
         &self.activity
     }
