@@ -385,3 +385,30 @@ async fn an_rpc_chain_without_a_signer_names_the_missing_key() {
         "{err}"
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8))]
+    /// Every leaf's proof verifies on chain, not only in Rust: any tree,
+    /// published, pays each leaf exactly its amount and nothing is left.
+    #[test]
+    fn every_leaf_of_a_random_tree_claims_exactly_its_amount_on_the_embedded_chain(
+        amounts in proptest::collection::vec(1u64..1_000_000_000_000, 1..40),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let chain = EvmChain::open(&SettlementConfig::default(), dir.path()).unwrap();
+            let names: Vec<String> = (0..amounts.len()).map(|i| format!("leaf-{i}")).collect();
+            let leaves: Vec<(&str, u64)> = names.iter().map(String::as_str).zip(amounts.iter().copied()).collect();
+            let t = tree(&leaves);
+            publish(&chain, 1, &t).await;
+            for (name, amount) in &leaves {
+                let (_, _, proof) = proof_of(&t, name);
+                assert!(t.proof(account(name)).unwrap().verify(t.root()), "verifies in Rust");
+                assert_eq!(claim(&chain, &t, name).await.unwrap(), micro_we(*amount), "{name}");
+                assert!(!proof.is_empty() || leaves.len() == 1);
+            }
+            assert_eq!(chain.balance_of(chain.contracts().distributor).await.unwrap(), U256::ZERO);
+        });
+    }
+}
