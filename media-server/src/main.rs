@@ -199,8 +199,9 @@ async fn control(config: Config) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.server.data_dir.display()))?;
+    let signalled = wait_for_signal();
     let server = Server::start(config).await?;
-    wait_for_signal().await;
+    signalled.await;
     tracing::info!("shutting down");
     server.shutdown().await;
     tracing::info!("stopped");
@@ -208,26 +209,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn edge(config: Config, control: Option<String>) -> anyhow::Result<()> {
+    let signalled = wait_for_signal();
     let node = westream_media::edge::EdgeNode::start(config, control).await?;
-    wait_for_signal().await;
+    signalled.await;
     tracing::info!("shutting down");
     node.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Listens for SIGTERM from this call on (not from the first poll), so a
+/// SIGTERM that arrives while the server is still starting stops it cleanly
+/// instead of killing it; the returned future ends on SIGTERM or Ctrl-C.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    async move {
+        let mut term = match term {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -2,6 +2,7 @@
 //! protocols together, and shuts down cleanly.
 
 use axum::serve::ListenerExt;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -216,14 +217,17 @@ impl Server {
             audience: Arc::clone(&audience),
         });
         let mut app = http::router(http_ctx).merge(http::web::router(config.http.web_dir.clone()));
+        let mut hls_http = None;
         if let Some(packager) = &hls {
-            app = app.merge(hls::http::router(Arc::new(hls::http::HlsHttpContext {
+            let ctx = Arc::new(hls::http::HlsHttpContext {
                 packager: Arc::clone(packager),
                 hooks,
-                cors_allow_origin: config.http.cors_allow_origin.clone(),
+                cors_allow_origin: hls::http::HlsHttpContext::cors_header(&config.http.cors_allow_origin),
                 transcoding: Arc::clone(&transcoding),
                 audience: Arc::clone(&audience),
-            })));
+            });
+            app = app.merge(hls::http::router(Arc::clone(&ctx)));
+            hls_http = Some(ctx);
         }
         let relay = if config.relay.enabled {
             let mut tokens = config.relay.node_tokens.clone();
@@ -245,21 +249,31 @@ impl Server {
         };
         let app = app.merge(extra);
         let token = shutdown.clone();
+        let stopped = async move { token.cancelled().await };
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        // With HLS on, its fast path takes the connections first and hands
+        // hyper the ones that ask for anything else.
+        let served = match hls_http {
+            Some(ctx) => hls::fast_path::start(http_listener, ctx, shutdown.clone(), tasks.clone())
+                .map(|handed_over| {
+                    // The fast path set TCP_NODELAY on accept.
+                    axum::serve(handed_over.tap_io(|_| {}), app).with_graceful_shutdown(stopped).into_future()
+                })
+                .map_err(|source| StartError::Bind { what: "http", addr: http_addr, source })
+                .inspect_err(|_| shutdown.cancel())?,
+            None => {
+                // No Nagle: small writes (room events, playlists, FLV tags) leave
+                // at once instead of waiting ~40 ms for the peer's delayed ACK.
+                let http_listener = http_listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY not set");
+                    }
+                });
+                axum::serve(http_listener, app).with_graceful_shutdown(stopped).into_future()
+            }
+        };
         tasks.spawn(async move {
-            // No Nagle: small writes (room events, playlists, FLV tags) leave
-            // at once instead of waiting ~40 ms for the peer's delayed ACK.
-            let http_listener = http_listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY not set");
-                }
-            });
-            let served = axum::serve(
-                http_listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await;
-            if let Err(e) = served {
+            if let Err(e) = served.await {
                 tracing::error!(error = %e, "http server failed");
             }
         });

@@ -10,11 +10,17 @@
 //! [`valid_channel_name`]; playlists `^[a-z0-9_]{1,32}\.m3u8$`; segments
 //! `^[0-9]{1,12}\.ts$`) and only ever used as map keys: nothing here touches
 //! the filesystem.
+//!
+//! [`answer`] decides every HLS request; two front ends turn its
+//! [`HlsReply`] into bytes on the wire: the axum route here, and the
+//! HTTP/1.1 fast path ([`super::fast_path`]) that sends segments with
+//! sendfile(2). Both count, authorize and answer alike.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -22,8 +28,9 @@ use axum::Router;
 use bytes::Bytes;
 use westream_control::hooks::{MediaHooks, PlayProtocol, PlayRequest};
 
+use super::memfd::SealedFile;
 use super::playlist::{with_play_token, SegmentLookup, SOURCE_RENDITION};
-use super::HlsPackager;
+use super::{HlsPackager, RequestKind, RequestResult};
 use crate::config::valid_channel_name;
 use crate::http::flv::{denied_status, PlayQuery};
 
@@ -31,10 +38,14 @@ use crate::http::flv::{denied_status, PlayQuery};
 pub const PLAYLIST_MIME: &str = "application/vnd.apple.mpegurl";
 /// Content type of segments.
 pub const SEGMENT_MIME: &str = "video/mp2t";
+/// Content type of error reasons (what axum gives a `String`).
+pub const ERROR_MIME: &str = "text/plain; charset=utf-8";
 /// Playlists change every segment.
 pub const PLAYLIST_CACHE: &str = "public, max-age=1";
 /// A segment URL never changes content (sequence numbers are not reused).
 pub const SEGMENT_CACHE: &str = "public, max-age=86400, immutable";
+/// Errors are not cached (a channel that is not live yet soon will be).
+pub const ERROR_CACHE: &str = "no-cache";
 
 /// What the HLS handlers share.
 pub struct HlsHttpContext {
@@ -42,12 +53,20 @@ pub struct HlsHttpContext {
     pub packager: Arc<HlsPackager>,
     /// Play authorization (asked for every playlist and segment).
     pub hooks: Arc<dyn MediaHooks>,
-    /// `Access-Control-Allow-Origin`.
-    pub cors_allow_origin: String,
+    /// `Access-Control-Allow-Origin`, checked once (`None`: not a valid
+    /// header value, so not sent, as before).
+    pub cors_allow_origin: Option<HeaderValue>,
     /// Renditions of each source (listed in its master playlist).
     pub transcoding: Arc<crate::transcode::Transcoding>,
     /// Viewer counts: an HLS client counts while it keeps fetching.
     pub audience: Arc<crate::audience::Audience>,
+}
+
+impl HlsHttpContext {
+    /// The configured origin as a header value, once.
+    pub fn cors_header(origin: &str) -> Option<HeaderValue> {
+        HeaderValue::from_str(origin).ok()
+    }
 }
 
 /// The HLS routes.
@@ -109,119 +128,146 @@ impl HlsFile {
         ok.then(|| HlsFile::Media(r.to_string()))
     }
 
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> RequestKind {
         match self {
-            HlsFile::Master => "master",
-            HlsFile::Media(_) => "media",
-            HlsFile::Segment(_) => "segment",
+            HlsFile::Master => RequestKind::Master,
+            HlsFile::Media(_) => RequestKind::Media,
+            HlsFile::Segment(_) => RequestKind::Segment,
         }
     }
+}
+
+/// One HLS request, as either front end read it.
+pub struct HlsRequest<'a> {
+    /// `{channel}` from the path, not decoded further.
+    pub channel: &'a str,
+    /// `{file}` from the path.
+    pub file: &'a str,
+    /// `?token=`, decoded.
+    pub token: Option<String>,
+    /// The client.
+    pub peer: SocketAddr,
+    /// Its `User-Agent` (empty when absent), for audience counting.
+    pub user_agent: &'a [u8],
+}
+
+/// The answer to one HLS request, before it is written.
+pub struct HlsReply {
+    /// 200, or why not.
+    pub status: StatusCode,
+    /// `Content-Type`.
+    pub mime: &'static str,
+    /// `Cache-Control`.
+    pub cache: &'static str,
+    /// The playlist, the segment, or the reason (ends with a newline).
+    pub body: Bytes,
+    /// The segment's sealed copy, for sendfile (the same bytes as `body`).
+    pub file: Option<Arc<SealedFile>>,
+}
+
+impl HlsReply {
+    fn error(status: StatusCode, reason: &str) -> HlsReply {
+        HlsReply { status, mime: ERROR_MIME, cache: ERROR_CACHE, body: Bytes::from(format!("{reason}\n")), file: None }
+    }
+}
+
+/// Decides one HLS request: authorizes, counts (requests, bytes served,
+/// audience) and finds what to send.
+pub async fn answer(ctx: &HlsHttpContext, r: HlsRequest<'_>) -> HlsReply {
+    let counters = &ctx.packager.metrics().counters;
+    let Some(what) = HlsFile::parse(r.file).filter(|_| valid_channel_name(r.channel)) else {
+        counters.get(RequestKind::Other, RequestResult::NotFound).inc();
+        return HlsReply::error(StatusCode::NOT_FOUND, "not found: use /live/{channel}/index.m3u8");
+    };
+    let channel = r.channel;
+    let kind = what.kind();
+    // Every playlist and segment is checked (a ticketed channel's segments
+    // need the token too); the hooks answer from memory.
+    let (base, _) = ctx.transcoding.split_rendition(channel);
+    let req = PlayRequest {
+        app: "live".into(),
+        channel: base.to_string(),
+        token: r.token,
+        protocol: PlayProtocol::Hls,
+        client_addr: Some(r.peer),
+    };
+    if let Err(denied) = ctx.hooks.authorize_play(&req).await {
+        ctx.packager.hub().metrics().rejected.with_label_values(&[denied.label()]).inc();
+        counters.get(kind, RequestResult::Denied).inc();
+        return HlsReply::error(denied_status(&denied), &denied.to_string());
+    }
+    let token = req.token;
+    // On an edge every request keeps the upstream alive, and a first one
+    // starts it: wait (bounded) for the channel's first segment.
+    let wait = ctx.packager.hub().demand(channel);
+    if !wait.is_zero() {
+        let deadline = tokio::time::Instant::now() + wait;
+        let ready = |ctx: &HlsHttpContext| ctx.packager.channel(channel).is_some_and(|e| e.playlist.read().media_playlist().is_some());
+        while !ready(ctx) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let Some(entry) = ctx.packager.channel(channel) else {
+        counters.get(kind, RequestResult::NotFound).inc();
+        return HlsReply::error(StatusCode::NOT_FOUND, &format!("channel '{channel}' is not live"));
+    };
+    let not_yet = || format!("channel '{channel}' has no segment yet; retry shortly");
+    let found: Result<(Bytes, Option<Arc<SealedFile>>), String> = {
+        let p = entry.playlist.read();
+        match &what {
+            HlsFile::Master if !ctx.transcoding.renditions(channel).is_empty() => {
+                master_with_renditions(ctx, channel, &p).map(|b| (b, None)).ok_or_else(not_yet)
+            }
+            HlsFile::Master => p.master_playlist().map(|b| (b, None)).ok_or_else(not_yet),
+            HlsFile::Media(r) if r == SOURCE_RENDITION => p.media_playlist().map(|b| (b, None)).ok_or_else(not_yet),
+            HlsFile::Media(r) => Err(format!("channel '{channel}' has no rendition '{r}'")),
+            HlsFile::Segment(n) => match p.segment_with_file(*n) {
+                Ok((s, file)) => Ok((s.data.clone(), file)),
+                Err(SegmentLookup::Expired) => Err(format!("segment {n} has left the live window")),
+                Err(SegmentLookup::NotYet) => Err(format!("segment {n} is not available")),
+            },
+        }
+    };
+    let (body, file) = match found {
+        Ok(f) => f,
+        Err(reason) => {
+            counters.get(kind, RequestResult::NotFound).inc();
+            return HlsReply::error(StatusCode::NOT_FOUND, &reason);
+        }
+    };
+    let is_segment = matches!(what, HlsFile::Segment(_));
+    // A player carries the token it was given into every URI it follows.
+    let body = match &token {
+        Some(t) if !is_segment => with_play_token(&body, t),
+        _ => body,
+    };
+    counters.get(kind, RequestResult::Ok).inc();
+    ctx.audience.hls_request(base, r.peer.ip(), r.user_agent, super::unix_ms());
+    let n = body.len() as u64;
+    entry.stream.bytes_out.fetch_add(n, Ordering::Relaxed);
+    ctx.packager.hub().metrics().bytes_out_hls.inc_by(n);
+    let (mime, cache) = if is_segment { (SEGMENT_MIME, SEGMENT_CACHE) } else { (PLAYLIST_MIME, PLAYLIST_CACHE) };
+    HlsReply { status: StatusCode::OK, mime, cache, body, file }
 }
 
 async fn serve(
     State(ctx): State<Arc<HlsHttpContext>>,
     Path((channel, file)): Path<(String, String)>,
     Query(q): Query<PlayQuery>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: axum::http::HeaderMap,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
 ) -> Response {
-    let requests = &ctx.packager.metrics().requests;
-    let Some(what) = HlsFile::parse(&file).filter(|_| valid_channel_name(&channel)) else {
-        requests.with_label_values(&["other", "not_found"]).inc();
-        return error(&ctx, StatusCode::NOT_FOUND, "not found: use /live/{channel}/index.m3u8");
-    };
-    let kind = what.kind();
-    // Every playlist and segment is checked (a ticketed channel's segments
-    // need the token too); the hooks answer from memory.
-    let (base, _) = ctx.transcoding.split_rendition(&channel);
-    let req = PlayRequest {
-        app: "live".into(),
-        channel: base.to_string(),
-        token: q.token,
-        protocol: PlayProtocol::Hls,
-        client_addr: Some(peer),
-    };
-    if let Err(denied) = ctx.hooks.authorize_play(&req).await {
-        ctx.packager.hub().metrics().rejected.with_label_values(&[denied.label()]).inc();
-        requests.with_label_values(&[kind, "denied"]).inc();
-        return error(&ctx, denied_status(&denied), &denied.to_string());
-    }
-    let token = req.token;
-    // On an edge every request keeps the upstream alive, and a first one
-    // starts it: wait (bounded) for the channel's first segment.
-    let wait = ctx.packager.hub().demand(&channel);
-    if !wait.is_zero() {
-        let deadline = tokio::time::Instant::now() + wait;
-        let ready = |ctx: &HlsHttpContext| ctx.packager.channel(&channel).is_some_and(|e| e.playlist.read().media_playlist().is_some());
-        while !ready(&ctx) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
-    let Some(entry) = ctx.packager.channel(&channel) else {
-        requests.with_label_values(&[kind, "not_found"]).inc();
-        return error(&ctx, StatusCode::NOT_FOUND, &format!("channel '{channel}' is not live"));
-    };
-    let found: Result<(Bytes, &str, &str), String> = {
-        let p = entry.playlist.read();
-        match &what {
-            HlsFile::Master if !ctx.transcoding.renditions(&channel).is_empty() => {
-                master_with_renditions(&ctx, &channel, &p)
-                    .map(|b| (b, PLAYLIST_MIME, PLAYLIST_CACHE))
-                    .ok_or_else(|| format!("channel '{channel}' has no segment yet; retry shortly"))
-            }
-            HlsFile::Master => p
-                .master_playlist()
-                .map(|b| (b, PLAYLIST_MIME, PLAYLIST_CACHE))
-                .ok_or_else(|| format!("channel '{channel}' has no segment yet; retry shortly")),
-            HlsFile::Media(r) if r == SOURCE_RENDITION => p
-                .media_playlist()
-                .map(|b| (b, PLAYLIST_MIME, PLAYLIST_CACHE))
-                .ok_or_else(|| format!("channel '{channel}' has no segment yet; retry shortly")),
-            HlsFile::Media(r) => Err(format!("channel '{channel}' has no rendition '{r}'")),
-            HlsFile::Segment(n) => match p.segment(*n) {
-                Ok(s) => Ok((s.data.clone(), SEGMENT_MIME, SEGMENT_CACHE)),
-                Err(SegmentLookup::Expired) => Err(format!("segment {n} has left the live window")),
-                Err(SegmentLookup::NotYet) => Err(format!("segment {n} is not available")),
-            },
-        }
-    };
-    let (body, mime, cache) = match found {
-        Ok(f) => f,
-        Err(reason) => {
-            requests.with_label_values(&[kind, "not_found"]).inc();
-            return error(&ctx, StatusCode::NOT_FOUND, &reason);
-        }
-    };
-    // A player carries the token it was given into every URI it follows.
-    let body = match &token {
-        Some(t) if mime == PLAYLIST_MIME => with_play_token(&body, t),
-        _ => body,
-    };
-    requests.with_label_values(&[kind, "ok"]).inc();
-    let user_agent = headers.get(header::USER_AGENT).map_or(&[][..], |v| v.as_bytes());
-    ctx.audience.hls_request(base, peer.ip(), user_agent, super::unix_ms());
-    let n = body.len() as u64;
-    entry.stream.bytes_out.fetch_add(n, Ordering::Relaxed);
-    ctx.packager.hub().metrics().bytes_out_hls.inc_by(n);
-    let mut resp = body.into_response();
+    let user_agent = request.headers().get(header::USER_AGENT).map_or(&[][..], |v| v.as_bytes());
+    let req = HlsRequest { channel: &channel, file: &file, token: q.token, peer, user_agent };
+    let reply = answer(&ctx, req).await;
+    let mut resp = (reply.status, reply.body).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    add_cors(&ctx, &mut resp);
-    resp
-}
-
-fn error(ctx: &HlsHttpContext, status: StatusCode, reason: &str) -> Response {
-    let mut resp = (status, format!("{reason}\n")).into_response();
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    add_cors(ctx, &mut resp);
-    resp
-}
-
-fn add_cors(ctx: &HlsHttpContext, resp: &mut Response) {
-    if let Ok(v) = HeaderValue::from_str(&ctx.cors_allow_origin) {
-        resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(reply.mime));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(reply.cache));
+    if let Some(v) = &ctx.cors_allow_origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v.clone());
     }
+    resp
 }
 
 #[cfg(test)]

@@ -21,7 +21,9 @@
 
 pub mod aac;
 pub mod avc;
+pub mod fast_path;
 pub mod http;
+pub mod memfd;
 pub mod playlist;
 pub mod segmenter;
 pub mod ts;
@@ -56,6 +58,50 @@ pub struct HlsMetrics {
     pub segment_duration: Histogram,
     /// Requests by kind (`master`, `media`, `segment`, `other`) and result.
     pub requests: IntCounterVec,
+    /// The series of `requests`, resolved once (no label lookup per request).
+    pub counters: RequestCounters,
+}
+
+/// The `kind` label of `westream_hls_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// `index.m3u8`
+    Master,
+    /// `{rendition}.m3u8`
+    Media,
+    /// `{n}.ts`
+    Segment,
+    /// Anything else under `/live/{channel}/`.
+    Other,
+}
+
+/// The `result` label of `westream_hls_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestResult {
+    /// Served.
+    Ok,
+    /// Refused by the play authorization.
+    Denied,
+    /// No such channel, rendition or segment.
+    NotFound,
+}
+
+/// Every (kind, result) series of the request counter.
+#[derive(Clone)]
+pub struct RequestCounters([[IntCounter; 3]; 4]);
+
+impl RequestCounters {
+    fn new(requests: &IntCounterVec) -> RequestCounters {
+        let row = |kind| {
+            ["ok", "denied", "not_found"].map(|result| requests.with_label_values(&[kind, result]))
+        };
+        RequestCounters(["master", "media", "segment", "other"].map(row))
+    }
+
+    /// The counter of one kind and result.
+    pub fn get(&self, kind: RequestKind, result: RequestResult) -> &IntCounter {
+        &self.0[kind as usize][result as usize]
+    }
 }
 
 impl HlsMetrics {
@@ -81,7 +127,8 @@ impl HlsMetrics {
                 tracing::debug!(error = %e, "hls metric already registered");
             }
         }
-        HlsMetrics { segments, segment_duration, requests }
+        let counters = RequestCounters::new(&requests);
+        HlsMetrics { segments, segment_duration, requests, counters }
     }
 }
 
@@ -268,7 +315,16 @@ impl HlsPackager {
             "hls segment"
         );
         let dvr = self.config.dvr_enabled.then(|| (segment.sequence, segment.data.clone()));
-        entry.playlist.write().push(segment);
+        // Sealed before the lock is taken: the copy costs a syscall and a
+        // memcpy, readers should not wait for it.
+        let file = match memfd::SealedFile::new(&format!("hls-{}", segment.sequence), &segment.data) {
+            Ok(f) => Some(Arc::new(f)),
+            Err(e) => {
+                tracing::warn!(error = %e, "hls segment not sealed; it is served by copy");
+                None
+            }
+        };
+        entry.playlist.write().push_with_file(segment, file);
         if let Some((sequence, data)) = dvr {
             self.write_dvr(entry, format!("{sequence}.ts"), data);
             self.write_dvr_playlist(entry);

@@ -21,6 +21,7 @@ use hls_m3u8::tags::{ExtXProgramDateTime, VariantStream};
 use hls_m3u8::types::StreamData;
 use hls_m3u8::{MasterPlaylist, MediaPlaylist, MediaSegment};
 
+use super::memfd::SealedFile;
 use super::segmenter::{Segment, StreamParams};
 
 /// The playlist name of the source rendition (transcoded ones will be
@@ -45,6 +46,8 @@ pub struct ChannelPlaylist {
     ring_capacity: usize,
     min_target_s: u64,
     segments: VecDeque<Arc<Segment>>,
+    /// Each segment's sealed copy for sendfile, in step with `segments`.
+    files: VecDeque<Option<Arc<SealedFile>>>,
     target_duration_s: u64,
     discontinuity_sequence: u64,
     ended: bool,
@@ -62,6 +65,7 @@ impl ChannelPlaylist {
             ring_capacity: playlist_length.max(1) + extra_kept,
             min_target_s: rounded_seconds(segment_duration_ms).max(1),
             segments: VecDeque::new(),
+            files: VecDeque::new(),
             target_duration_s: 0,
             discontinuity_sequence: 0,
             ended: false,
@@ -78,6 +82,11 @@ impl ChannelPlaylist {
 
     /// Adds a finished segment and re-renders the playlists.
     pub fn push(&mut self, segment: Segment) {
+        self.push_with_file(segment, None);
+    }
+
+    /// [`Self::push`], with the segment's sealed copy (served with sendfile).
+    pub fn push_with_file(&mut self, segment: Segment, file: Option<Arc<SealedFile>>) {
         let first_listed_before = self.listed_start();
         self.params = segment.params.clone();
         self.target_duration_s = self
@@ -89,6 +98,7 @@ impl ChannelPlaylist {
             // the broadcast, and players hold back three targets from live.
             .max(rounded_seconds(segment.duration_ms));
         self.segments.push_back(Arc::new(segment));
+        self.files.push_back(file);
         // Discontinuities that scrolled out of the playlist window (counted
         // before the ring drops them: the window may be the whole ring).
         let first_listed_after = self.listed_start();
@@ -102,6 +112,7 @@ impl ChannelPlaylist {
         self.discontinuity_sequence += left as u64;
         while self.segments.len() > self.ring_capacity {
             self.segments.pop_front();
+            self.files.pop_front();
         }
         self.render();
     }
@@ -124,16 +135,23 @@ impl ChannelPlaylist {
 
     /// The segment numbered `sequence`.
     pub fn segment(&self, sequence: u64) -> Result<Arc<Segment>, SegmentLookup> {
+        self.segment_with_file(sequence).map(|(s, _)| s)
+    }
+
+    /// The segment numbered `sequence` and its sealed copy, if it has one.
+    pub fn segment_with_file(&self, sequence: u64) -> Result<(Arc<Segment>, Option<Arc<SealedFile>>), SegmentLookup> {
         let first = self.segments.front().map(|s| s.sequence);
         let last = self.segments.back().map(|s| s.sequence);
         match (first, last) {
             (Some(f), _) if sequence < f => Err(SegmentLookup::Expired),
-            (_, Some(l)) if sequence <= l => self
-                .segments
-                .get((sequence - self.segments[0].sequence) as usize)
-                .filter(|s| s.sequence == sequence)
-                .cloned()
-                .ok_or(SegmentLookup::NotYet),
+            (Some(f), Some(l)) if sequence <= l => {
+                let i = (sequence - f) as usize;
+                self.segments
+                    .get(i)
+                    .filter(|s| s.sequence == sequence)
+                    .map(|s| (Arc::clone(s), self.files.get(i).cloned().flatten()))
+                    .ok_or(SegmentLookup::NotYet)
+            }
             _ if self.ended && first.is_some() => Err(SegmentLookup::Expired),
             _ => Err(SegmentLookup::NotYet),
         }
