@@ -75,6 +75,9 @@ pub struct Audience {
     hls: DashMap<(String, u64), u64>,
     hls_window_ms: u64,
     ended: Arc<Mutex<Vec<WatchSession>>>,
+    /// Signed-in HLS viewers: (viewer token, channel) -> (media ms fetched,
+    /// last segment request ms). A session ends after the window idle.
+    hls_watch: DashMap<(String, String), (u64, u64)>,
 }
 
 /// Counts one RTMP or FLV viewer until dropped.
@@ -129,7 +132,13 @@ impl Drop for ViewerGuard {
 impl Audience {
     /// An HLS client counts for `hls_window_ms` after its last request.
     pub fn new(hls_window_ms: u64) -> Audience {
-        Audience { connected: DashMap::new(), hls: DashMap::new(), hls_window_ms, ended: Arc::default() }
+        Audience {
+            connected: DashMap::new(),
+            hls: DashMap::new(),
+            hls_window_ms,
+            ended: Arc::default(),
+            hls_watch: DashMap::new(),
+        }
     }
 
     /// [`Audience::join`] for a viewer that may carry a viewer token: its
@@ -146,8 +155,47 @@ impl Audience {
         guard
     }
 
-    /// The watch sessions ended since the last call.
-    pub fn take_watch_sessions(&self) -> Vec<WatchSession> {
+    /// A signed-in HLS viewer fetched a segment of `source` holding
+    /// `media_ms` of media: its session's watch time grows by that much.
+    pub fn hls_watched(&self, viewer: &str, source: &str, media_ms: u64, now_ms: u64) {
+        if viewer.is_empty() || viewer.len() > MAX_VIEWER_TOKEN_LEN {
+            return;
+        }
+        let key = (viewer.to_string(), source.to_string());
+        if self.hls_watch.len() >= MAX_PENDING_SESSIONS && !self.hls_watch.contains_key(&key) {
+            return;
+        }
+        let mut e = self.hls_watch.entry(key).or_insert((0, now_ms));
+        e.0 += media_ms;
+        e.1 = now_ms;
+    }
+
+    /// Ends the HLS sessions idle for the window.
+    fn end_idle_hls_sessions(&self, now_ms: u64) {
+        let mut done = Vec::new();
+        self.hls_watch.retain(|(viewer, channel), (watched, last)| {
+            let idle = now_ms.saturating_sub(*last) > self.hls_window_ms;
+            if idle {
+                done.push(WatchSession {
+                    viewer: viewer.clone(),
+                    channel: channel.clone(),
+                    protocol: "hls".to_string(),
+                    watched_ms: *watched,
+                });
+            }
+            !idle
+        });
+        if !done.is_empty() {
+            let mut ended = self.ended.lock();
+            let room = MAX_PENDING_SESSIONS.saturating_sub(ended.len());
+            ended.extend(done.into_iter().take(room));
+        }
+    }
+
+    /// The watch sessions ended since the last call (HLS sessions idle
+    /// for the window at `now_ms` end here).
+    pub fn take_watch_sessions(&self, now_ms: u64) -> Vec<WatchSession> {
+        self.end_idle_hls_sessions(now_ms);
         std::mem::take(&mut *self.ended.lock())
     }
 
@@ -200,6 +248,28 @@ mod tests {
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    #[test]
+    fn watch_sessions_are_recorded_once_media_was_delivered_and_hls_sessions_end_when_idle() {
+        let a = Audience::new(6000);
+        drop(a.join_as("demo", Connected::Flv, Some("tok")));
+        assert!(a.take_watch_sessions(0).is_empty(), "no media, no session");
+        let mut g = a.join_as("demo", Connected::Rtmp, Some("tok"));
+        g.saw_media();
+        drop(g);
+        drop(a.join("demo", Connected::Flv));
+        let s = a.take_watch_sessions(0);
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!((s[0].protocol.as_str(), s[0].viewer.as_str(), s[0].channel.as_str()), ("rtmp", "tok", "demo"));
+
+        a.hls_watched("tok", "demo", 2000, 1_000);
+        a.hls_watched("tok", "demo", 2000, 3_000);
+        assert!(a.take_watch_sessions(8_000).is_empty(), "still within the window");
+        let s = a.take_watch_sessions(9_001);
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].protocol.as_str(), s[0].watched_ms), ("hls", 4000));
+        assert!(a.take_watch_sessions(20_000).is_empty(), "ended once");
+    }
 
     #[test]
     fn connected_viewers_count_while_their_guard_lives() {

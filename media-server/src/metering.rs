@@ -104,7 +104,7 @@ impl UsageReporter {
             e.viewer_seconds += (subscribers as f64 * interval_s).round() as u64;
         }
         let mut channels: Vec<ChannelUsage> = merged.into_values().collect();
-        let mut watch = self.audience.as_ref().map(|a| a.take_watch_sessions()).unwrap_or_default();
+        let mut watch = self.audience.as_ref().map(|a| a.take_watch_sessions(now_ms())).unwrap_or_default();
         while !channels.is_empty() || !watch.is_empty() {
             let rest = watch.split_off(watch.len().min(westream_control::hooks::MAX_BATCH_WATCH_SESSIONS));
             let batch = UsageBatch {

@@ -326,7 +326,7 @@ async fn a_crash_in_the_middle_of_settle_reruns_to_the_same_root_and_verify_catc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_time_counts_for_a_signed_in_viewer_with_media_and_not_for_forged_or_short_sessions() {
+async fn watch_time_counts_for_a_signed_in_viewer_on_every_protocol_and_not_for_forged_or_short_sessions() {
     let tables = "[control.rewards]\nmin_watch_session_ms = 1000\nflush_interval_ms = 100000\n";
     let text = control_config_text("watch", &[STAR], "", tables).replacen("[server]\n", "[server]\nusage_report_interval_ms = 200\n", 1);
     let server = Server::start(westream_media::Config::parse(&text).unwrap()).await.unwrap();
@@ -349,8 +349,12 @@ async fn watch_time_counts_for_a_signed_in_viewer_with_media_and_not_for_forged_
     let flv = format!("http://{}/live/star.flv?viewer={}", server.http_addr, watcher.1);
     let rtmp = format!("{}?viewer={}", rtmp_url(server.rtmp_addr, "star"), watcher.1);
     let forged = format!("http://{}/live/star.flv?viewer={}x", server.http_addr, &watcher.1[..watcher.1.len() - 1]);
-    let (a, b, c) = tokio::join!(probe_for(flv, 4), probe_for(rtmp, 4), probe_for(forged, 4));
-    assert!(a > 30 && b > 30 && c > 30, "every reader got video: {a} {b} {c}");
+    let hls = format!("http://{}/live/star/index.m3u8?viewer={}", server.http_addr, watcher.1);
+    let playlist = format!("http://{}/live/star/index.m3u8", server.http_addr);
+    let (code, _) = poll_until(|| http_get(&playlist), |(code, _)| *code == 200).await;
+    assert_eq!(code, 200, "the HLS playlist is up");
+    let (a, b, c, d) = tokio::join!(probe_for(flv, 4), probe_for(rtmp, 4), probe_for(forged, 4), probe_for(hls, 4));
+    assert!(a > 30 && b > 30 && c > 30 && d > 30, "every reader got video: {a} {b} {c} {d}");
     let mut short = reqwest::get(format!("http://{}/live/star.flv?viewer={}", server.http_addr, brief.1)).await.unwrap();
     assert!(short.chunk().await.unwrap().is_some());
     drop(short);
@@ -371,16 +375,16 @@ async fn watch_time_counts_for_a_signed_in_viewer_with_media_and_not_for_forged_
                 .unwrap()
             }
         },
-        |rows| rows.iter().any(|(a, i)| *a == watcher.0 && i.plays >= 2),
+        // An HLS session ends once its player has been quiet for the window (6 s).
+        |rows| rows.iter().any(|(a, i)| *a == watcher.0 && i.plays >= 3),
     )
     .await;
     let of = |id: i64| rows.iter().find(|(a, _)| *a == id).map(|(_, i)| *i).unwrap_or_default();
     let w = of(watcher.0);
-    assert_eq!(w.plays, 2, "one FLV and one RTMP session: {w:?}");
-    assert!(w.watch_seconds[0] >= 1 && w.watch_seconds[1] >= 1, "RTMP and FLV seconds: {w:?}");
-    assert_eq!(w.watch_seconds[2], 0);
+    assert_eq!(w.plays, 3, "one FLV, one RTMP and one HLS session: {w:?}");
+    assert!(w.watch_seconds.iter().all(|s| *s >= 1), "RTMP, FLV and HLS seconds: {w:?}");
     let b = of(brief.0);
     assert_eq!((b.plays, b.watch_seconds), (0, [0, 0, 0]), "a session under the minimum counts nothing: {b:?}");
-    assert_eq!(rows.iter().map(|(_, i)| i.plays).sum::<u64>(), 2, "the forged token counts for nobody: {rows:?}");
+    assert_eq!(rows.iter().map(|(_, i)| i.plays).sum::<u64>(), 3, "the forged token counts for nobody: {rows:?}");
     server.shutdown().await;
 }

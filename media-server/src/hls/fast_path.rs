@@ -107,6 +107,7 @@ struct Head<'a> {
     channel: &'a str,
     file: &'a str,
     token: Option<String>,
+    viewer: Option<String>,
     user_agent: &'a [u8],
     /// `Connection: close`.
     close: bool,
@@ -146,9 +147,9 @@ fn parse(buf: &[u8]) -> Parsed<'_> {
     if path.contains('%') || !valid_channel_name(channel) || HlsFile::parse(file).is_none() {
         return Parsed::NotOurs;
     }
-    let token = match query.map(serde_urlencoded::from_str::<PlayQuery>) {
-        None => None,
-        Some(Ok(q)) => q.token,
+    let (token, viewer) = match query.map(serde_urlencoded::from_str::<PlayQuery>) {
+        None => (None, None),
+        Some(Ok(q)) => (q.token, q.viewer),
         Some(Err(_)) => return Parsed::NotOurs,
     };
     let mut user_agent: Option<&[u8]> = None;
@@ -172,7 +173,7 @@ fn parse(buf: &[u8]) -> Parsed<'_> {
             }
         }
     }
-    Parsed::Ours(Head { len, head_only, channel, file, token, user_agent: user_agent.unwrap_or_default(), close })
+    Parsed::Ours(Head { len, head_only, channel, file, token, viewer, user_agent: user_agent.unwrap_or_default(), close })
 }
 
 async fn connection(
@@ -193,6 +194,7 @@ async fn connection(
                     channel: head.channel,
                     file: head.file,
                     token: head.token,
+                    viewer: head.viewer,
                     peer,
                     user_agent: head.user_agent,
                 };

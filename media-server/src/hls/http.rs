@@ -29,7 +29,7 @@ use bytes::Bytes;
 use westream_control::hooks::{MediaHooks, PlayProtocol, PlayRequest};
 
 use super::memfd::SealedFile;
-use super::playlist::{with_play_token, SegmentLookup, SOURCE_RENDITION};
+use super::playlist::{with_play_params, SegmentLookup, SOURCE_RENDITION};
 use super::{HlsPackager, RequestKind, RequestResult};
 use crate::config::valid_channel_name;
 use crate::http::flv::{denied_status, PlayQuery};
@@ -145,6 +145,8 @@ pub struct HlsRequest<'a> {
     pub file: &'a str,
     /// `?token=`, decoded.
     pub token: Option<String>,
+    /// `?viewer=`, decoded: a signed-in viewer's token (watch time).
+    pub viewer: Option<String>,
     /// The client.
     pub peer: SocketAddr,
     /// Its `User-Agent` (empty when absent), for audience counting.
@@ -212,6 +214,7 @@ pub async fn answer(ctx: &HlsHttpContext, r: HlsRequest<'_>) -> HlsReply {
         return HlsReply::error(StatusCode::NOT_FOUND, &format!("channel '{channel}' is not live"));
     };
     let not_yet = || format!("channel '{channel}' has no segment yet; retry shortly");
+    let mut segment_ms = 0;
     let found: Result<(Bytes, Option<Arc<SealedFile>>), String> = {
         let p = entry.playlist.read();
         match &what {
@@ -222,7 +225,10 @@ pub async fn answer(ctx: &HlsHttpContext, r: HlsRequest<'_>) -> HlsReply {
             HlsFile::Media(r) if r == SOURCE_RENDITION => p.media_playlist().map(|b| (b, None)).ok_or_else(not_yet),
             HlsFile::Media(r) => Err(format!("channel '{channel}' has no rendition '{r}'")),
             HlsFile::Segment(n) => match p.segment_with_file(*n) {
-                Ok((s, file)) => Ok((s.data.clone(), file)),
+                Ok((s, file)) => {
+                    segment_ms = s.duration_ms;
+                    Ok((s.data.clone(), file))
+                }
                 Err(SegmentLookup::Expired) => Err(format!("segment {n} has left the live window")),
                 Err(SegmentLookup::NotYet) => Err(format!("segment {n} is not available")),
             },
@@ -236,13 +242,18 @@ pub async fn answer(ctx: &HlsHttpContext, r: HlsRequest<'_>) -> HlsReply {
         }
     };
     let is_segment = matches!(what, HlsFile::Segment(_));
-    // A player carries the token it was given into every URI it follows.
-    let body = match &token {
-        Some(t) if !is_segment => with_play_token(&body, t),
-        _ => body,
+    // A player carries the tokens it was given into every URI it follows.
+    let body = if !is_segment && (token.is_some() || r.viewer.is_some()) {
+        with_play_params(&body, token.as_deref(), r.viewer.as_deref())
+    } else {
+        body
     };
     counters.get(kind, RequestResult::Ok).inc();
-    ctx.audience.hls_request(base, r.peer.ip(), r.user_agent, super::unix_ms());
+    let now = super::unix_ms();
+    ctx.audience.hls_request(base, r.peer.ip(), r.user_agent, now);
+    if let (true, Some(viewer)) = (is_segment, r.viewer.as_deref()) {
+        ctx.audience.hls_watched(viewer, base, segment_ms, now);
+    }
     let n = body.len() as u64;
     entry.stream.bytes_out.fetch_add(n, Ordering::Relaxed);
     ctx.packager.hub().metrics().bytes_out_hls.inc_by(n);
@@ -258,7 +269,7 @@ async fn serve(
     request: Request,
 ) -> Response {
     let user_agent = request.headers().get(header::USER_AGENT).map_or(&[][..], |v| v.as_bytes());
-    let req = HlsRequest { channel: &channel, file: &file, token: q.token, peer, user_agent };
+    let req = HlsRequest { channel: &channel, file: &file, token: q.token, viewer: q.viewer, peer, user_agent };
     let reply = answer(&ctx, req).await;
     let mut resp = (reply.status, reply.body).into_response();
     let h = resp.headers_mut();

@@ -289,7 +289,20 @@ impl ChannelPlaylist {
 /// URI it names: URI lines and `URI="..."` attributes. Done per request, and
 /// only for requests that carry a token, so the cached text stays shared.
 pub fn with_play_token(playlist: &[u8], token: &str) -> Bytes {
-    let param = format!("token={}", percent_encode(token));
+    with_play_params(playlist, Some(token), None)
+}
+
+/// [`with_play_token`] for a play token and/or a viewer token (`viewer=`,
+/// for watch-time rewards): every URI gets both. Unchanged without either.
+pub fn with_play_params(playlist: &[u8], token: Option<&str>, viewer: Option<&str>) -> Bytes {
+    let param = [("token", token), ("viewer", viewer)]
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", percent_encode(v))))
+        .collect::<Vec<_>>()
+        .join("&");
+    if param.is_empty() {
+        return Bytes::copy_from_slice(playlist);
+    }
     let text = String::from_utf8_lossy(playlist);
     let mut out = String::with_capacity(text.len() + 16 * (param.len() + 1));
     for line in text.split_inclusive('\n') {
