@@ -169,8 +169,10 @@ pub struct UsageBatch {
     pub watch: Vec<WatchSession>,
 }
 
-/// Most watch sessions one batch may carry.
-pub const MAX_BATCH_WATCH_SESSIONS: usize = 10_000;
+/// Most watch sessions one batch may carry: about 150 bytes of JSON each,
+/// so a full batch stays far below the API's 2 MB body limit (a batch the
+/// control plane refused would be retried forever).
+pub const MAX_BATCH_WATCH_SESSIONS: usize = 2_000;
 
 /// One ended watch session of a viewer who played with a viewer token
 /// (`?viewer=` from `GET /v1/accounts/me/viewer-token`). The media node

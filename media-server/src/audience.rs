@@ -93,8 +93,9 @@ pub struct ViewerGuard {
 struct Watch {
     viewer: String,
     channel: String,
-    since: std::time::Instant,
-    media: bool,
+    /// When media first reached the viewer: the session counts from there
+    /// (an RTMP player may wait for its publisher first).
+    media_since: Option<std::time::Instant>,
     ended: Arc<Mutex<Vec<WatchSession>>>,
 }
 
@@ -102,7 +103,7 @@ impl ViewerGuard {
     /// Media reached this viewer (cheap: call it as often as convenient).
     pub fn saw_media(&mut self) {
         if let Some(w) = &mut self.watch {
-            w.media = true;
+            w.media_since.get_or_insert_with(std::time::Instant::now);
         }
     }
 }
@@ -110,7 +111,7 @@ impl ViewerGuard {
 impl Drop for ViewerGuard {
     fn drop(&mut self) {
         self.counts.counter(self.protocol).fetch_sub(1, Ordering::Relaxed);
-        if let Some(w) = self.watch.take().filter(|w| w.media) {
+        if let Some((w, since)) = self.watch.take().and_then(|w| w.media_since.map(|s| (w, s))) {
             let session = WatchSession {
                 viewer: w.viewer,
                 channel: w.channel,
@@ -119,7 +120,7 @@ impl Drop for ViewerGuard {
                     Connected::Flv => "flv",
                 }
                 .to_string(),
-                watched_ms: w.since.elapsed().as_millis() as u64,
+                watched_ms: since.elapsed().as_millis() as u64,
             };
             let mut ended = w.ended.lock();
             if ended.len() < MAX_PENDING_SESSIONS {
@@ -148,8 +149,7 @@ impl Audience {
         guard.watch = viewer.filter(|v| !v.is_empty() && v.len() <= MAX_VIEWER_TOKEN_LEN).map(|v| Watch {
             viewer: v.to_string(),
             channel: source.to_string(),
-            since: std::time::Instant::now(),
-            media: false,
+            media_since: None,
             ended: Arc::clone(&self.ended),
         });
         guard
