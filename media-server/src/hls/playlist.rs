@@ -285,15 +285,11 @@ impl ChannelPlaylist {
     }
 }
 
-/// `playlist` with `token=T` (percent-encoded) added to the query of every
-/// URI it names: URI lines and `URI="..."` attributes. Done per request, and
-/// only for requests that carry a token, so the cached text stays shared.
-pub fn with_play_token(playlist: &[u8], token: &str) -> Bytes {
-    with_play_params(playlist, Some(token), None)
-}
-
-/// [`with_play_token`] for a play token and/or a viewer token (`viewer=`,
-/// for watch-time rewards): every URI gets both. Unchanged without either.
+/// `playlist` with `token=T` (the play token) and/or `viewer=V` (the viewer
+/// token, for watch-time rewards), percent-encoded, added to the query of
+/// every URI it names: URI lines and `URI="..."` attributes. Done per
+/// request, and only for requests that carry one, so the cached text stays
+/// shared. Unchanged without either.
 pub fn with_play_params(playlist: &[u8], token: Option<&str>, viewer: Option<&str>) -> Bytes {
     let param = [("token", token), ("viewer", viewer)]
         .iter()
@@ -388,7 +384,7 @@ mod tests {
     #[test]
     fn a_play_token_rides_on_every_uri_and_nothing_else() {
         let media = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:2,\n17.ts\n\n#EXTINF:2,\n18.ts?x=1\n";
-        let out = with_play_token(media.as_bytes(), "ab.c/+=");
+        let out = with_play_params(media.as_bytes(), Some("ab.c/+="), None);
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MAP:URI=\"init.mp4?token=ab.c%2F%2B%3D\"\n#EXTINF:2,\n\
@@ -396,8 +392,13 @@ mod tests {
         );
         let master = "#EXTM3U\r\n#EXT-X-STREAM-INF:BANDWIDTH=1\r\n../demo_480p/source.m3u8\r\n";
         assert_eq!(
-            std::str::from_utf8(&with_play_token(master.as_bytes(), "t")).unwrap(),
+            std::str::from_utf8(&with_play_params(master.as_bytes(), Some("t"), None)).unwrap(),
             "#EXTM3U\r\n#EXT-X-STREAM-INF:BANDWIDTH=1\r\n../demo_480p/source.m3u8?token=t\r\n"
+        );
+        assert_eq!(
+            std::str::from_utf8(&with_play_params(master.as_bytes(), Some("t"), Some("v.1"))).unwrap(),
+            "#EXTM3U\r\n#EXT-X-STREAM-INF:BANDWIDTH=1\r\n../demo_480p/source.m3u8?token=t&viewer=v.1\r\n",
+            "a viewer token rides along"
         );
     }
 
