@@ -13,6 +13,7 @@
 //! - A publisher that drops keeps the channel (and its viewers) for a grace
 //!   period; one that returns in time continues the same timeline.
 
+pub mod direct;
 pub mod timeline;
 
 use std::collections::VecDeque;
@@ -28,14 +29,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::media::{Frame, FrameKind, FrameParseError};
 use crate::metrics::Metrics;
+use direct::Shard;
+pub use direct::{Batch, Cursor, DirectSink, Step};
 use timeline::{Timeline, Track};
 
-/// What the broadcast ring carries: frames that leave together. Audio of a
-/// channel with video rides with the next video frame, so a viewer wakes
-/// (and writes) about once per video frame instead of once per message; the
-/// audio waits at most one video frame interval (or
-/// [`MAX_AUDIO_HOLD_MS`] if video stalls).
-pub type FrameBatch = Arc<[Arc<Frame>]>;
+/// Batches kept for viewers that come back from direct delivery (see
+/// [`direct`]): about four seconds at 30 frames a second. One further
+/// behind skips forward to a keyframe.
+const RECENT_BATCHES: usize = 128;
+
+/// Most fan-out shards (tasks) per channel; there is one per runtime
+/// worker up to this.
+const MAX_SHARDS: usize = 8;
 
 /// Longest audio is held back waiting for a video frame.
 pub const MAX_AUDIO_HOLD_MS: u64 = 100;
@@ -90,8 +95,19 @@ struct State {
     stop: Option<CancellationToken>,
     grace_until: Option<Instant>,
     closed: bool,
-    tx: Option<broadcast::Sender<FrameBatch>>,
-    /// Audio held back until the next video frame (see [`FrameBatch`]).
+    /// Every batch goes out here (the audio of a channel with video rides
+    /// with the next video frame, waiting at most one frame interval, or
+    /// [`MAX_AUDIO_HOLD_MS`] if video stalls)...
+    tx: Option<broadcast::Sender<Batch>>,
+    /// ...and to the fan-out shards of direct viewers.
+    shards: Vec<Arc<Shard>>,
+    /// Sequence number of the next batch.
+    next_seq: u64,
+    /// The last [`RECENT_BATCHES`] batches.
+    recent: VecDeque<Batch>,
+    /// Live [`Subscription`]s.
+    subscribers: usize,
+    /// Audio held back until the next video frame.
     pending_audio: Vec<Arc<Frame>>,
     metadata: Option<Arc<Frame>>,
     avc: Option<Arc<Frame>>,
@@ -144,6 +160,10 @@ impl Stream {
                 grace_until: None,
                 closed: false,
                 tx: Some(tx),
+                shards: Vec::new(),
+                next_seq: 0,
+                recent: VecDeque::new(),
+                subscribers: 0,
                 pending_audio: Vec::new(),
                 metadata: None,
                 avc: None,
@@ -194,7 +214,7 @@ impl Stream {
         StreamInfo {
             name: self.name.clone(),
             publishing: st.publisher.is_some(),
-            subscribers: st.tx.as_ref().map_or(0, |t| t.receiver_count()),
+            subscribers: st.subscribers,
             has_video: self.has_video(),
             has_audio: self.has_audio(),
         }
@@ -204,9 +224,9 @@ impl Stream {
     /// headers and the GOP cache first, then live frames. `None` once the
     /// channel has closed.
     pub fn subscribe(self: &Arc<Self>, metrics: &Metrics) -> Option<Subscription> {
-        let st = self.state.lock();
-        let tx = st.tx.as_ref()?;
-        let rx = tx.subscribe();
+        let mut st = self.state.lock();
+        let rx = st.tx.as_ref()?.subscribe();
+        st.subscribers += 1;
         let mut backlog: VecDeque<Arc<Frame>> = VecDeque::with_capacity(st.gop.len() + 3);
         backlog.extend(st.metadata.iter().cloned());
         backlog.extend(st.avc.iter().cloned());
@@ -228,9 +248,9 @@ impl Stream {
         let waiting_for_key = self.has_video() && !starts_on_key;
         Some(Subscription {
             stream: Arc::clone(self),
-            rx,
+            rx: Some(rx),
             backlog,
-            waiting_for_key,
+            cursor: Cursor { next_seq: st.next_seq, waiting_for_key },
             dropped: 0,
             frames_dropped: metrics.frames_dropped.clone(),
             closed: false,
@@ -424,7 +444,9 @@ impl Hub {
     /// Stops a channel's publisher now (an operator or the control plane
     /// asked). Its viewers are closed after the grace period as usual.
     pub fn stop_publisher(&self, channel: &str) -> bool {
-        let Some(stream) = self.streams.get(channel).map(|s| s.clone()) else { return false };
+        let Some(stream) = self.streams.get(channel).map(|s| s.clone()) else {
+            return false;
+        };
         let st = stream.state.lock();
         match &st.stop {
             Some(token) => {
@@ -463,8 +485,8 @@ impl Hub {
         st.stop = None;
         // Audio held for a video frame that will not come now.
         let pending = std::mem::take(&mut st.pending_audio);
-        if let (false, Some(tx)) = (pending.is_empty(), &st.tx) {
-            let _ = tx.send(FrameBatch::from(pending));
+        if !pending.is_empty() {
+            st.send(pending);
         }
         st.timeline.restart();
         let grace = self.config.publisher_grace;
@@ -478,9 +500,7 @@ impl Hub {
             let expired = st.publisher.is_none() && st.grace_until.is_some_and(|t| t <= Instant::now());
             if expired {
                 st.grace_until = None;
-                st.closed = true;
-                // Dropping the sender ends every subscription once drained.
-                st.tx = None;
+                st.close();
                 drop(st);
                 hub.metrics.streams_live.dec();
                 hub.forget(&stream);
@@ -504,9 +524,8 @@ impl Hub {
     fn release_idle(&self, stream: &Arc<Stream>) {
         let mut st = stream.state.lock();
         let idle = st.publisher.is_none() && st.grace_until.is_none() && !st.closed;
-        if idle && st.tx.as_ref().is_some_and(|t| t.receiver_count() == 0) {
-            st.closed = true;
-            st.tx = None;
+        if idle && st.subscribers == 0 {
+            st.close();
             drop(st);
             self.forget(stream);
         }
@@ -581,14 +600,42 @@ impl Publisher {
             v.push(Arc::clone(&frame));
             Some(v)
         };
-        if let (Some(batch), Some(tx)) = (batch, &st.tx) {
-            // Err only means nobody is subscribed.
-            let _ = tx.send(FrameBatch::from(batch));
+        if let Some(batch) = batch {
+            st.send(batch);
         }
         drop(st);
         self.stream.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
         hub.metrics.bytes_in.inc_by(len as u64);
         Ok(frame)
+    }
+}
+
+impl State {
+    /// Sends frames that leave together to every subscriber and shard.
+    fn send(&mut self, frames: Vec<Arc<Frame>>) {
+        let Some(tx) = &self.tx else { return };
+        let batch = Batch::new(self.next_seq, frames);
+        self.next_seq += 1;
+        // Err only means nobody is subscribed.
+        let _ = tx.send(batch.clone());
+        for shard in &self.shards {
+            shard.push(&batch);
+        }
+        if self.recent.len() >= RECENT_BATCHES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(batch);
+    }
+
+    /// Ends the channel: dropping the sender ends every subscription once
+    /// drained; the shards deliver what they hold, then end their sinks.
+    fn close(&mut self) {
+        self.closed = true;
+        self.tx = None;
+        self.recent.clear();
+        for shard in self.shards.drain(..) {
+            shard.close();
+        }
     }
 }
 
@@ -633,13 +680,24 @@ impl Drop for Publisher {
 /// One viewer's view of a channel.
 pub struct Subscription {
     stream: Arc<Stream>,
-    rx: broadcast::Receiver<FrameBatch>,
+    /// `None` while the viewer is served by the fan-out ([`Subscription::go_direct`]).
+    rx: Option<broadcast::Receiver<Batch>>,
     backlog: VecDeque<Arc<Frame>>,
-    waiting_for_key: bool,
+    cursor: Cursor,
     dropped: u64,
     frames_dropped: prometheus::IntCounter,
     closed: bool,
     hub: Option<Arc<Hub>>,
+}
+
+/// What [`Subscription::go_direct`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoDirect {
+    /// The fan-out delivers from now on; the subscription is idle until
+    /// [`Subscription::resume`].
+    Armed,
+    /// Frames are waiting (or the channel ended): read them first.
+    Behind,
 }
 
 impl Subscription {
@@ -653,7 +711,8 @@ impl Subscription {
         self.dropped
     }
 
-    /// The next frame; `None` when the channel has ended.
+    /// The next frame; `None` when the channel has ended. Waits forever
+    /// while the subscription is direct (call [`Subscription::resume`]).
     pub async fn recv(&mut self) -> Option<Arc<Frame>> {
         loop {
             if let Some(f) = self.backlog.pop_front() {
@@ -662,9 +721,13 @@ impl Subscription {
             if self.closed {
                 return None;
             }
-            match self.rx.recv().await {
+            let Some(rx) = &mut self.rx else {
+                return std::future::pending().await;
+            };
+            match rx.recv().await {
                 Ok(batch) => self.unpack(&batch),
-                Err(broadcast::error::RecvError::Lagged(n)) => self.lagged(n),
+                // The next batch's sequence number tells how many were lost.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => {
                     self.closed = true;
                     return None;
@@ -682,9 +745,10 @@ impl Subscription {
             if self.closed {
                 return None;
             }
-            match self.rx.try_recv() {
+            let rx = self.rx.as_mut()?;
+            match rx.try_recv() {
                 Ok(batch) => self.unpack(&batch),
-                Err(broadcast::error::TryRecvError::Lagged(n)) => self.lagged(n),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
                 Err(broadcast::error::TryRecvError::Closed) => {
                     self.closed = true;
                     return None;
@@ -694,49 +758,106 @@ impl Subscription {
         }
     }
 
+    /// Whether the fan-out delivers (since [`Subscription::go_direct`],
+    /// until [`Subscription::resume`]).
+    pub fn is_direct(&self) -> bool {
+        self.rx.is_none() && !self.closed
+    }
+
     /// Whether the channel has ended and every frame was delivered.
     pub fn is_closed(&self) -> bool {
         self.closed && self.backlog.is_empty()
+    }
+
+    /// Hands delivery to the channel's fan-out: `sink` gets every batch
+    /// from here on, written by a shard task, until it leaves (its socket
+    /// was full) and the owner calls [`Subscription::resume`] with the
+    /// sink's cursor. Only when everything received so far was taken
+    /// (`try_recv` gave `None`) and the channel is still open.
+    pub fn go_direct(&mut self, sink: Arc<dyn DirectSink>) -> GoDirect {
+        if !self.backlog.is_empty() || self.closed {
+            return GoDirect::Behind;
+        }
+        let mut st = self.stream.state.lock();
+        if st.tx.is_none() || st.next_seq != self.cursor.next_seq {
+            return GoDirect::Behind;
+        }
+        if sink.arm(self.cursor) {
+            let workers = tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers());
+            let shard = if st.shards.len() < workers.clamp(1, MAX_SHARDS) {
+                let shard = Shard::spawn(&self.stream.name);
+                st.shards.push(Arc::clone(&shard));
+                shard
+            } else {
+                let least = st.shards.iter().min_by_key(|s| s.len()).expect("at least one shard");
+                Arc::clone(least)
+            };
+            shard.register(sink);
+        }
+        // The ring would otherwise keep every batch alive for this
+        // receiver that nobody reads.
+        self.rx = None;
+        GoDirect::Armed
+    }
+
+    /// Takes delivery back from the fan-out at `cursor` (the sink's): the
+    /// batches since then come from the channel's recent ring, or, if the
+    /// viewer fell further behind than that, it skips to a keyframe.
+    pub fn resume(&mut self, cursor: Cursor) {
+        let st = self.stream.state.lock();
+        self.cursor = cursor;
+        match &st.tx {
+            Some(tx) => self.rx = Some(tx.subscribe()),
+            None => self.closed = true,
+        }
+        let recent: Vec<Batch> = st.recent.iter().filter(|b| b.seq() >= cursor.next_seq).cloned().collect();
+        let next_seq = st.next_seq;
+        drop(st);
+        for b in &recent {
+            self.unpack(b);
+        }
+        if self.cursor.next_seq < next_seq {
+            // Nothing left of what it missed (the ring moved on, or closed).
+            self.lagged(next_seq - self.cursor.next_seq);
+            self.cursor.next_seq = next_seq;
+        }
     }
 
     fn lagged(&mut self, n: u64) {
         self.dropped += n;
         self.frames_dropped.inc_by(n);
         if self.stream.has_video() {
-            self.waiting_for_key = true;
+            self.cursor.waiting_for_key = true;
         }
         tracing::debug!(channel = %self.stream.name, skipped = n, "slow viewer skipped forward");
     }
 
-    fn unpack(&mut self, batch: &FrameBatch) {
-        for f in batch.iter() {
-            if let Some(f) = self.admit(Arc::clone(f)) {
-                self.backlog.push_back(f);
+    fn unpack(&mut self, batch: &Batch) {
+        match self.cursor.step(batch.seq()) {
+            Step::Seen => return,
+            Step::Missed => {
+                self.lagged(batch.seq() - self.cursor.next_seq);
+                self.cursor.next_seq = batch.seq() + 1;
+            }
+            Step::Deliver => {}
+        }
+        for f in batch.frames() {
+            if self.cursor.admit(f) {
+                self.backlog.push_back(Arc::clone(f));
+            } else {
+                self.dropped += 1;
+                self.frames_dropped.inc();
             }
         }
-    }
-
-    fn admit(&mut self, f: Arc<Frame>) -> Option<Arc<Frame>> {
-        if !self.waiting_for_key || f.sequence_header || f.kind == FrameKind::Metadata {
-            return Some(f);
-        }
-        if f.is_video() && f.keyframe {
-            self.waiting_for_key = false;
-            return Some(f);
-        }
-        self.dropped += 1;
-        self.frames_dropped.inc();
-        None
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        // Leave the receiver count first, then see whether an idle entry
-        // (viewers waiting for a publisher that never came) can go.
-        let (tx, _) = broadcast::channel(1);
-        drop(std::mem::replace(&mut self.rx, tx.subscribe()));
-        drop(tx);
+        // Leave the count first, then see whether an idle entry (viewers
+        // waiting for a publisher that never came) can go.
+        self.rx = None;
+        self.stream.state.lock().subscribers -= 1;
         if let Some(hub) = self.hub.take() {
             hub.release_idle(&self.stream);
         }

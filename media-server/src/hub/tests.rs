@@ -1,7 +1,8 @@
 use super::*;
 
 fn hub(grace_ms: u64) -> Arc<Hub> {
-    let config = HubConfig { publisher_grace: Duration::from_millis(grace_ms), viewer_queue_frames: 16, ..HubConfig::default() };
+    let config =
+        HubConfig { publisher_grace: Duration::from_millis(grace_ms), viewer_queue_frames: 16, ..HubConfig::default() };
     Hub::new(config, Metrics::new())
 }
 
@@ -123,10 +124,7 @@ async fn channel_ends_after_the_grace_period() {
     let p = start_publishing(&hub);
     let mut sub = hub.live("demo").unwrap().subscribe(hub.metrics()).unwrap();
     drop(p);
-    let end = tokio::time::timeout(Duration::from_secs(2), async {
-        while sub.recv().await.is_some() {}
-    })
-    .await;
+    let end = tokio::time::timeout(Duration::from_secs(2), async { while sub.recv().await.is_some() {} }).await;
     assert!(end.is_ok(), "subscription must end");
     assert!(hub.live("demo").is_none());
     assert_eq!(hub.metrics().streams_live.get(), 0);
@@ -170,4 +168,190 @@ fn a_viewer_joining_while_audio_waits_for_video_gets_each_audio_frame_once() {
     let frames: Vec<_> = drain(&mut sub).into_iter().filter(|f| !f.sequence_header).collect();
     let dts: Vec<u64> = frames.iter().map(|f| f.dts).collect();
     assert_eq!(dts, vec![0, 10, 33, 40], "the held audio comes once, in order, before the video that released it");
+}
+
+/// A sink that records what the fan-out offers; it takes `accept` batches,
+/// then refuses (as a full socket would) and hands the viewer back.
+struct RecordingSink {
+    state: parking_lot::Mutex<SinkLog>,
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct SinkLog {
+    cursor: Option<Cursor>,
+    accept: usize,
+    payloads: Vec<u8>,
+    registered: bool,
+    handed_back: bool,
+    ended: bool,
+}
+
+impl RecordingSink {
+    fn new(accept: usize) -> Arc<RecordingSink> {
+        Arc::new(RecordingSink {
+            state: parking_lot::Mutex::new(SinkLog { accept, ..SinkLog::default() }),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    async fn wait(&self, done: impl Fn(&SinkLog) -> bool) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let notified = self.changed.notified();
+                if done(&self.state.lock()) {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .expect("the fan-out delivers within 5 s");
+    }
+}
+
+impl DirectSink for RecordingSink {
+    fn arm(&self, cursor: Cursor) -> bool {
+        let mut st = self.state.lock();
+        st.cursor = Some(cursor);
+        st.handed_back = false;
+        !std::mem::replace(&mut st.registered, true)
+    }
+
+    fn offer(&self, batch: &Batch) -> bool {
+        let mut st = self.state.lock();
+        let keep = if st.handed_back {
+            false
+        } else if st.accept == 0 {
+            st.handed_back = true;
+            false
+        } else {
+            let mut cursor = st.cursor.expect("armed first");
+            match cursor.step(batch.seq()) {
+                Step::Seen => true,
+                Step::Missed => panic!("batch {} offered before the ones this sink needs", batch.seq()),
+                Step::Deliver => {
+                    st.accept -= 1;
+                    for f in batch.frames() {
+                        if cursor.admit(f) {
+                            st.payloads.push(f.payload[f.payload.len() - 1]);
+                        }
+                    }
+                    true
+                }
+            }
+            .then(|| st.cursor = Some(cursor))
+            .is_some()
+        };
+        st.registered = keep;
+        drop(st);
+        self.changed.notify_waiters();
+        keep
+    }
+
+    fn end(&self) {
+        self.state.lock().ended = true;
+        self.changed.notify_waiters();
+    }
+}
+
+fn last_bytes(frames: &[Arc<Frame>]) -> Vec<u8> {
+    frames.iter().filter(|f| !f.sequence_header).map(|f| f.payload[f.payload.len() - 1]).collect()
+}
+
+#[tokio::test]
+async fn a_direct_viewer_gets_every_batch_once_in_order_from_the_fan_out() {
+    let hub = hub(0);
+    let p = start_publishing(&hub);
+    p.push(FrameKind::Video, 0, key(0)).unwrap();
+    let mut sub = hub.live("demo").unwrap().subscribe(hub.metrics()).unwrap();
+    let sink = RecordingSink::new(usize::MAX);
+    // Not everything taken yet: the viewer must read its backlog first.
+    assert_eq!(sub.go_direct(sink.clone()), GoDirect::Behind);
+    assert_eq!(last_bytes(&drain(&mut sub)), vec![0]);
+    assert_eq!(sub.go_direct(sink.clone()), GoDirect::Armed);
+    assert!(sub.is_direct());
+    for i in 1..=40u8 {
+        p.push(FrameKind::Audio, u32::from(i) * 33 - 10, aac(100 + i)).unwrap();
+        p.push(FrameKind::Video, u32::from(i) * 33, inter(i)).unwrap();
+    }
+    sink.wait(|s| s.payloads.len() == 80).await;
+    let expected: Vec<u8> = (1..=40u8).flat_map(|i| [100 + i, i]).collect();
+    assert_eq!(sink.state.lock().payloads, expected);
+    // A direct viewer is still a subscriber, and reads nothing itself.
+    assert_eq!(hub.live("demo").unwrap().info().subscribers, 1);
+    assert!(sub.try_recv().is_none());
+}
+
+#[tokio::test]
+async fn a_viewer_handed_back_catches_up_from_the_recent_batches_without_loss_or_repeat() {
+    let hub = hub(0);
+    let p = start_publishing(&hub);
+    p.push(FrameKind::Video, 0, key(0)).unwrap();
+    let mut sub = hub.live("demo").unwrap().subscribe(hub.metrics()).unwrap();
+    let mut got = last_bytes(&drain(&mut sub));
+    let sink = RecordingSink::new(5);
+    assert_eq!(sub.go_direct(sink.clone()), GoDirect::Armed);
+    for i in 1..=30u8 {
+        p.push(FrameKind::Video, u32::from(i) * 33, inter(i)).unwrap();
+    }
+    sink.wait(|s| s.handed_back).await;
+    let cursor = sink.state.lock().cursor.unwrap();
+    got.extend(sink.state.lock().payloads.iter());
+    sub.resume(cursor);
+    assert!(!sub.is_direct());
+    got.extend(last_bytes(&drain(&mut sub)));
+    assert_eq!(got, (0..=30u8).collect::<Vec<_>>());
+    assert_eq!(sub.dropped(), 0);
+    // Caught up again: the same sink goes direct once more.
+    assert_eq!(sub.go_direct(sink.clone()), GoDirect::Armed);
+    sink.state.lock().accept = usize::MAX;
+    p.push(FrameKind::Video, 31 * 33, inter(31)).unwrap();
+    sink.wait(|s| s.payloads.last() == Some(&31)).await;
+    assert_eq!(sink.state.lock().payloads, vec![1, 2, 3, 4, 5, 31]);
+}
+
+#[tokio::test]
+async fn a_viewer_further_behind_than_the_recent_batches_skips_to_the_next_keyframe() {
+    let hub = hub(0);
+    let p = start_publishing(&hub);
+    p.push(FrameKind::Video, 0, key(0)).unwrap();
+    let mut sub = hub.live("demo").unwrap().subscribe(hub.metrics()).unwrap();
+    drain(&mut sub);
+    let sink = RecordingSink::new(0);
+    assert_eq!(sub.go_direct(sink.clone()), GoDirect::Armed);
+    p.push(FrameKind::Video, 33, inter(1)).unwrap();
+    sink.wait(|s| s.handed_back).await;
+    let behind = RECENT_BATCHES as u32 + 10;
+    for i in 2..=behind {
+        p.push(FrameKind::Video, i * 33, inter(i as u8)).unwrap();
+    }
+    p.push(FrameKind::Video, (behind + 1) * 33, key(201)).unwrap();
+    p.push(FrameKind::Video, (behind + 2) * 33, inter(202)).unwrap();
+    sub.resume(sink.state.lock().cursor.unwrap());
+    let frames = drain(&mut sub);
+    assert!(frames[0].keyframe, "a viewer that lost frames starts again on a keyframe");
+    assert_eq!(last_bytes(&frames), vec![201, 202]);
+    assert_eq!(sub.dropped(), u64::from(behind));
+    assert_eq!(hub.metrics().frames_dropped.get(), u64::from(behind));
+}
+
+#[tokio::test]
+async fn direct_viewers_get_the_last_batches_then_the_end_when_the_channel_closes() {
+    let hub = hub(0);
+    let mut sub = hub.watch("demo");
+    let sink = RecordingSink::new(usize::MAX);
+    assert_eq!(sub.go_direct(sink.clone()), GoDirect::Armed);
+    assert_eq!(hub.subscribers("demo"), 1);
+    let p = start_publishing(&hub);
+    p.push(FrameKind::Video, 0, key(7)).unwrap();
+    p.push(FrameKind::Audio, 20, aac(8)).unwrap();
+    // Dropping the publisher flushes the held audio, then (grace 0) ends the channel.
+    drop(p);
+    sink.wait(|s| s.ended).await;
+    let st = sink.state.lock();
+    assert_eq!(st.payloads.iter().rev().take(2).rev().copied().collect::<Vec<_>>(), vec![7, 8]);
+    drop(st);
+    drop(sub);
+    assert_eq!(hub.subscribers("demo"), 0);
 }
