@@ -127,6 +127,11 @@ pub struct RtmpConfig {
     pub idle_timeout_ms: u64,
     /// Most concurrent RTMP connections.
     pub max_connections: usize,
+    /// Kernel send buffer per player (`SO_SNDBUF`), bytes; 0 keeps the
+    /// kernel's autotuning. A smaller buffer bounds kernel memory per viewer
+    /// and notices a stalled player sooner (it then catches up on its own,
+    /// skipping to a keyframe if it fell a whole queue behind).
+    pub send_buffer_bytes: usize,
 }
 
 impl Default for RtmpConfig {
@@ -139,6 +144,7 @@ impl Default for RtmpConfig {
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
             max_connections: 20_000,
+            send_buffer_bytes: 0,
         }
     }
 }
@@ -396,7 +402,9 @@ mod tests {
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml") && !path.file_name().unwrap().to_string_lossy().starts_with("ladders") {
+            if path.extension().is_some_and(|e| e == "toml")
+                && !path.file_name().unwrap().to_string_lossy().starts_with("ladders")
+            {
                 let text = std::fs::read_to_string(&path).unwrap();
                 // Keys for other roles (control, edge) are validated by their own crates.
                 let cfg = Config::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -443,7 +451,8 @@ mod tests {
     fn duplicate_keys_and_keys_equal_to_channel_names_are_refused() {
         let dup = "[[channels]]\nname='a'\nstream_key='secret-1'\n[[channels]]\nname='b'\nstream_key='secret-1'\n";
         assert!(Config::parse(dup).unwrap().validate().unwrap_err().to_string().contains("channels[1].stream_key"));
-        let clash = "[[channels]]\nname='secret-22'\nstream_key='secret-11'\n[[channels]]\nname='b'\nstream_key='secret-22'\n";
+        let clash =
+            "[[channels]]\nname='secret-22'\nstream_key='secret-11'\n[[channels]]\nname='b'\nstream_key='secret-22'\n";
         assert!(Config::parse(clash).unwrap().validate().is_err());
     }
 }

@@ -32,6 +32,11 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     /// RTMP connections accepted.
     pub rtmp_connections: IntCounter,
+    /// RTMP players written by their channel's fan-out right now (they keep
+    /// up); the others are catching up on their own.
+    pub rtmp_direct_viewers: IntGauge,
+    /// Times a player left the fan-out because its socket was full.
+    pub rtmp_handbacks: IntCounter,
 }
 
 impl Metrics {
@@ -61,6 +66,16 @@ impl Metrics {
         .expect("valid metric");
         let rtmp_connections =
             IntCounter::new("westream_rtmp_connections_total", "RTMP connections accepted").expect("valid metric");
+        let rtmp_direct_viewers = IntGauge::new(
+            "westream_rtmp_direct_viewers",
+            "RTMP players written directly by their channel's fan-out (keeping up)",
+        )
+        .expect("valid metric");
+        let rtmp_handbacks = IntCounter::new(
+            "westream_rtmp_handbacks_total",
+            "Times an RTMP player left the fan-out because its socket was full",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(streams_live.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(publishers.clone()),
@@ -70,6 +85,8 @@ impl Metrics {
             Box::new(frames_dropped.clone()),
             Box::new(rejected.clone()),
             Box::new(rtmp_connections.clone()),
+            Box::new(rtmp_direct_viewers.clone()),
+            Box::new(rtmp_handbacks.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -90,6 +107,8 @@ impl Metrics {
             frames_dropped,
             rejected,
             rtmp_connections,
+            rtmp_direct_viewers,
+            rtmp_handbacks,
         }
     }
 

@@ -4,15 +4,16 @@
 //! The task owns the socket. Inbound bytes pass the [`ChunkGuard`] before the
 //! `rml_rtmp` session sees them; publish and play requests are decided by the
 //! [`MediaHooks`] and the hub; a player's media is written from the shared
-//! chunk encodings of each frame, many frames per syscall.
+//! chunk encodings of each frame, many frames per syscall. A player that
+//! keeps up is written by the channel's fan-out instead of its own task
+//! ([`super::writer`]): one `send` per batch, no wake-up per viewer.
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use rml_rtmp::chunk_io::ChunkSerializer;
 use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult, PeerType};
 use rml_rtmp::messages::{RtmpMessage, UserControlEventType};
@@ -26,11 +27,12 @@ use tokio::net::TcpStream;
 use westream_control::hooks::{Denied, PlayProtocol, PlayRequest, PublishRequest};
 
 use super::guard::{ChunkGuard, GuardConfig, GuardError};
+use super::writer::{Meter, Mode, Writer};
 use super::RtmpContext;
 use crate::audience::{Connected, ViewerGuard};
 use crate::auth::mask_key;
 use crate::config::ms;
-use crate::hub::{Publisher, Subscription};
+use crate::hub::{GoDirect, Publisher, Subscription};
 use crate::media::{metadata, FrameKind};
 
 /// Why a connection ended abnormally.
@@ -65,10 +67,18 @@ impl ConnError {
 
 enum Role {
     Idle,
-    Publishing { publisher: Publisher, stream_id: u32 },
+    Publishing {
+        publisher: Publisher,
+        stream_id: u32,
+    },
     /// `internal`: our own transcoder worker, whose bytes are not metered
     /// and who is no viewer (`_counted` is `None`).
-    Playing { sub: Box<Subscription>, stream_id: u32, internal: bool, _counted: Option<ViewerGuard> },
+    Playing {
+        sub: Box<Subscription>,
+        stream_id: u32,
+        internal: bool,
+        _counted: Option<ViewerGuard>,
+    },
 }
 
 struct Conn<'a> {
@@ -77,7 +87,8 @@ struct Conn<'a> {
     session: ServerSession,
     guard: ChunkGuard,
     reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    writer: Arc<Writer>,
+    /// Messages waiting for the next [`Conn::flush`].
     out: VecDeque<Bytes>,
     role: Role,
     app: Option<String>,
@@ -94,10 +105,7 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, ctx: &RtmpContext) -> Resu
         .await
         .map_err(|_| ConnError::Timeout("handshake"))??;
 
-    let session_config = ServerSessionConfig {
-        chunk_size: ctx.config.chunk_size,
-        ..ServerSessionConfig::new()
-    };
+    let session_config = ServerSessionConfig { chunk_size: ctx.config.chunk_size, ..ServerSessionConfig::new() };
     let (session, initial) = ServerSession::new(session_config)?;
     let guard = ChunkGuard::new(GuardConfig {
         max_message_bytes: ctx.config.max_message_bytes,
@@ -110,7 +118,7 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, ctx: &RtmpContext) -> Resu
         session,
         guard,
         reader,
-        writer,
+        writer: Writer::new(writer, ctx.config.chunk_size as usize),
         out: VecDeque::new(),
         role: Role::Idle,
         app: None,
@@ -160,7 +168,33 @@ impl Conn<'_> {
             }
             let playing = matches!(self.role, Role::Playing { .. });
             if playing {
+                let mode = self.writer.mode();
                 let Role::Playing { sub, .. } = &mut self.role else { unreachable!() };
+                match mode {
+                    Mode::Ended => return self.channel_ended().await,
+                    Mode::Failed(kind) => return Err(ConnError::Io(kind.into())),
+                    Mode::Closed => return Ok(()),
+                    Mode::Owner if sub.is_direct() => {
+                        // Back from the fan-out (the socket filled up):
+                        // write what it queued, then catch up.
+                        sub.resume(self.writer.cursor());
+                        self.flush().await?;
+                        continue;
+                    }
+                    Mode::Owner | Mode::Direct => {}
+                }
+                // While direct, the fan-out writes the media and this task
+                // only answers the player until it is handed back.
+                let writer = &self.writer;
+                let next = async {
+                    match mode {
+                        Mode::Direct => {
+                            writer.handed_back().await;
+                            None
+                        }
+                        _ => Some(sub.recv().await),
+                    }
+                };
                 tokio::select! {
                     _ = &mut shutdown => return Ok(()),
                     n = self.reader.read(&mut buf) => {
@@ -169,16 +203,11 @@ impl Conn<'_> {
                         self.handle_input(&buf[..n]).await?;
                         self.flush().await?;
                     }
-                    frame = sub.recv() => {
-                        match frame {
-                            Some(f) => self.send_frames(f).await?,
-                            None => {
-                                // The channel ended for good: tell the player, then close.
-                                self.send_status("status", "NetStream.Play.UnpublishNotify", "channel ended")?;
-                                self.flush().await?;
-                                return Ok(());
-                            }
-                        }
+                    next = next => match next {
+                        // Handed back or ended: the mode says which.
+                        None => {}
+                        Some(Some(f)) => self.send_frames(f).await?,
+                        Some(None) => return self.channel_ended().await,
                     }
                 }
             } else {
@@ -209,6 +238,13 @@ impl Conn<'_> {
                 }
             }
         }
+    }
+
+    /// The channel ended for good: tell the player, then close.
+    async fn channel_ended(&mut self) -> Result<(), ConnError> {
+        self.send_status("status", "NetStream.Play.UnpublishNotify", "channel ended")?;
+        self.flush().await?;
+        Ok(())
     }
 
     async fn handle_input(&mut self, data: &[u8]) -> Result<(), ConnError> {
@@ -396,6 +432,17 @@ impl Conn<'_> {
         tracing::debug!(live = sub.stream().is_live(), "playing");
         self.ctx.hub.metrics().viewers.with_label_values(&["rtmp"]).inc();
         let counted = (!internal).then(|| self.ctx.audience.join_as(base, Connected::Rtmp, viewer.as_deref()));
+        if self.ctx.config.send_buffer_bytes > 0 {
+            self.writer.set_send_buffer(self.ctx.config.send_buffer_bytes)?;
+        }
+        let metrics = self.ctx.hub.metrics();
+        self.writer.set_meter(Meter {
+            stream: (!internal).then(|| Arc::clone(sub.stream())),
+            bytes_out: (!internal).then(|| metrics.bytes_out_rtmp.clone()),
+            frames_dropped: metrics.frames_dropped.clone(),
+            direct_viewers: metrics.rtmp_direct_viewers.clone(),
+            handbacks: metrics.rtmp_handbacks.clone(),
+        });
         self.role = Role::Playing { sub: Box::new(sub), stream_id, internal, _counted: counted };
         // rml_rtmp's accept would also send `|RtmpSampleAccess` and a
         // `NetStream.Data.Start` data message, which FFmpeg turns into extra
@@ -443,20 +490,20 @@ impl Conn<'_> {
     /// Writes a message with a fresh serializer: a full (type 0) header is
     /// valid whatever the session sent on that chunk stream before.
     fn send_message(&mut self, msg: RtmpMessage, stream_id: u32) -> Result<(), ConnError> {
-        let payload = msg
-            .into_message_payload(RtmpTimestamp::new(0), stream_id)
-            .map_err(ServerSessionError::from)?;
+        let payload = msg.into_message_payload(RtmpTimestamp::new(0), stream_id).map_err(ServerSessionError::from)?;
         let mut ser = ChunkSerializer::new();
-        ser.set_max_chunk_size(self.ctx.config.chunk_size, RtmpTimestamp::new(0))
-            .map_err(ServerSessionError::from)?;
+        ser.set_max_chunk_size(self.ctx.config.chunk_size, RtmpTimestamp::new(0)).map_err(ServerSessionError::from)?;
         let packet = ser.serialize(&payload, true, false).map_err(ServerSessionError::from)?;
         self.out.push_back(Bytes::from(packet.bytes));
         Ok(())
     }
 
-    /// Queues `first` and whatever else is ready, then writes them together.
+    /// Queues `first` and whatever else is ready, then writes them together;
+    /// once nothing more is waiting, hands the player to the fan-out.
     async fn send_frames(&mut self, first: Arc<crate::media::Frame>) -> Result<(), ConnError> {
-        let Role::Playing { sub, stream_id, internal, _counted } = &mut self.role else { return Ok(()) };
+        let Role::Playing { sub, stream_id, internal, _counted } = &mut self.role else {
+            return Ok(());
+        };
         let internal = *internal;
         if let Some(guard) = _counted {
             guard.saw_media();
@@ -475,16 +522,30 @@ impl Conn<'_> {
         self.out.push_back(b);
         // Up to 64 frames or 1 MiB per write; the hub already hands audio
         // over together with the next video frame.
+        let mut drained = false;
         while self.out.len() < 64 && queued < 1 << 20 {
-            let Some(f) = sub.try_recv() else { break };
+            let Some(f) = sub.try_recv() else {
+                drained = true;
+                break;
+            };
             let b = encode(&f);
             queued += b.len();
             self.out.push_back(b);
         }
+        // The shared encodings are for message stream id 1 (what players use).
+        let direct = drained && *stream_id == 1;
         let stream = Arc::clone(sub.stream());
         let written = self.flush().await?;
         if !internal {
             stream.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
+        }
+        if direct && self.writer.mode() == Mode::Owner && self.closing.is_none() {
+            let Role::Playing { sub, .. } = &mut self.role else {
+                return Ok(());
+            };
+            if sub.go_direct(Arc::clone(&self.writer) as Arc<dyn crate::hub::DirectSink>) == GoDirect::Armed {
+                tracing::trace!("fan-out writes this player now");
+            }
         }
         Ok(())
     }
@@ -492,7 +553,7 @@ impl Conn<'_> {
     /// Writes everything queued, many buffers per syscall.
     async fn flush(&mut self) -> Result<usize, ConnError> {
         let timeout = ms(self.ctx.config.idle_timeout_ms);
-        let written = tokio::time::timeout(timeout, write_all_vectored(&mut self.writer, &mut self.out))
+        let written = tokio::time::timeout(timeout, self.writer.flush(&mut self.out))
             .await
             .map_err(|_| ConnError::Timeout("peer stopped reading"))??;
         if written > 0 && matches!(self.role, Role::Playing { internal: false, .. }) {
@@ -509,6 +570,7 @@ impl Conn<'_> {
     }
 
     fn finish(&mut self) {
+        self.writer.close();
         self.end_role();
     }
 }
@@ -546,38 +608,6 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn write_all_vectored(w: &mut OwnedWriteHalf, bufs: &mut VecDeque<Bytes>) -> std::io::Result<usize> {
-    let mut total = 0;
-    while !bufs.is_empty() {
-        let n = {
-            // On the stack: this runs per viewer per frame.
-            let mut slices = [IoSlice::new(&[]); 64];
-            let mut k = 0;
-            for (slot, b) in slices.iter_mut().zip(bufs.iter()) {
-                *slot = IoSlice::new(b);
-                k += 1;
-            }
-            w.write_vectored(&slices[..k]).await?
-        };
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        total += n;
-        let mut left = n;
-        while left > 0 {
-            let Some(front) = bufs.front_mut() else { break };
-            if front.len() <= left {
-                left -= front.len();
-                bufs.pop_front();
-            } else {
-                front.advance(left);
-                left = 0;
-            }
-        }
-    }
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,4 +621,3 @@ mod tests {
         assert_eq!(split_play_name("demo?viewer=v.w&token=t"), ("demo", Some("t".into()), Some("v.w".into())));
     }
 }
-

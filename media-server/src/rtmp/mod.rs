@@ -6,6 +6,7 @@
 pub mod chunks;
 pub mod connection;
 pub mod guard;
+pub mod writer;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,7 +70,9 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, tasks: TaskTrac
                 ctx.hub.metrics().rtmp_connections.inc();
                 match connection::run(socket, peer, &ctx).await {
                     Ok(()) => tracing::debug!("connection closed"),
-                    Err(e) if e.is_peer_fault() => tracing::info!(error = %e, "connection closed: bad input from peer"),
+                    Err(e) if e.is_peer_fault() => {
+                        tracing::info!(error = %e, "connection closed: bad input from peer")
+                    }
                     Err(e) => tracing::debug!(error = %e, "connection closed"),
                 }
                 drop(permit);
