@@ -118,7 +118,7 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, ctx: &RtmpContext) -> Resu
         session,
         guard,
         reader,
-        writer: Writer::new(writer, ctx.config.chunk_size as usize),
+        writer: Writer::new(writer, ctx.config.chunk_size as usize)?,
         out: VecDeque::new(),
         role: Role::Idle,
         app: None,

@@ -11,11 +11,14 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use parking_lot::Mutex;
+use rustix::io::Errno;
+use rustix::net::SendFlags;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
@@ -57,11 +60,35 @@ struct State {
     /// Known to a fan-out shard (it may still offer batches).
     registered: bool,
     meter: Option<Meter>,
+    /// Bytes the fan-out wrote and did not add to the shared counters yet.
+    unmetered: u64,
+}
+
+/// The fan-out adds its bytes to the shared (contended) counters in steps
+/// of this much per player; the rest when the player leaves direct delivery.
+const METER_STEP: u64 = 64 * 1024;
+
+impl State {
+    fn meter_flush(&mut self) {
+        let n = std::mem::take(&mut self.unmetered);
+        if let (Some(m), true) = (&self.meter, n > 0) {
+            if let Some(s) = &m.stream {
+                s.bytes_out.fetch_add(n, Ordering::Relaxed);
+            }
+            if let Some(c) = &m.bytes_out {
+                c.inc_by(n);
+            }
+        }
+    }
 }
 
 /// The write half of an RTMP connection.
 pub struct Writer {
     half: OwnedWriteHalf,
+    /// The same socket, duplicated so the fan-out's `send` reads the fd
+    /// from memory it touches anyway (the write half keeps it behind one
+    /// more pointer: a cache miss per player per batch).
+    fd: OwnedFd,
     state: Mutex<State>,
     wake: Notify,
     chunk_size: usize,
@@ -70,19 +97,23 @@ pub struct Writer {
 impl Writer {
     /// Wraps a connection's write half; `chunk_size` is what the server
     /// announced (the shared chunk encodings use it).
-    pub fn new(half: OwnedWriteHalf, chunk_size: usize) -> Arc<Writer> {
-        Arc::new(Writer {
+    pub fn new(half: OwnedWriteHalf, chunk_size: usize) -> io::Result<Arc<Writer>> {
+        let socket: &tokio::net::TcpStream = half.as_ref();
+        let fd = socket.as_fd().try_clone_to_owned()?;
+        Ok(Arc::new(Writer {
             half,
+            fd,
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 mode: Mode::Owner,
                 cursor: Cursor { next_seq: 0, waiting_for_key: false },
                 registered: false,
                 meter: None,
+                unmetered: 0,
             }),
             wake: Notify::new(),
             chunk_size,
-        })
+        }))
     }
 
     /// Sets the kernel send buffer (`SO_SNDBUF`) of the socket.
@@ -179,6 +210,9 @@ impl Writer {
     fn set_mode(st: &mut State, mode: Mode) {
         let was = st.mode == Mode::Direct;
         let is = mode == Mode::Direct;
+        if was && !is {
+            st.meter_flush();
+        }
         if let (Some(m), true) = (&st.meter, was != is) {
             if is {
                 m.direct_viewers.inc();
@@ -234,31 +268,30 @@ impl DirectSink for Writer {
             }
             self.write_queued(&mut st)
         } else {
-            // The common case: the whole batch, one buffer, one `send`.
+            // The common case: the whole batch, one buffer, one `send`
+            // (straight to the kernel: tokio's readiness is left alone, and
+            // the task's own first write after a hand-back finds the socket
+            // full and waits properly).
             let all = batch.rtmp_chunks(self.chunk_size);
-            match self.half.try_write(&all) {
+            match rustix::net::send(&self.fd, &all, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
                 Ok(n) => {
                     if n < all.len() {
                         st.queue.push_back(all.slice(n..));
                     }
                     Ok(n)
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Err(Errno::AGAIN | Errno::INTR) => {
                     st.queue.push_back(all);
                     Ok(0)
                 }
-                Err(e) => Err(e),
+                Err(e) => Err(io::Error::from(e)),
             }
         };
         match written {
             Ok(n) => {
-                if let Some(m) = &st.meter {
-                    if let Some(s) = &m.stream {
-                        s.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    if let Some(c) = &m.bytes_out {
-                        c.inc_by(n as u64);
-                    }
+                st.unmetered += n as u64;
+                if st.unmetered >= METER_STEP {
+                    st.meter_flush();
                 }
                 if st.queue.is_empty() {
                     return true;
