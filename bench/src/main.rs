@@ -26,6 +26,7 @@ mod probe;
 mod procs;
 mod procstat;
 mod room;
+mod room_client;
 mod rtmp;
 mod rtmp_play;
 mod stamp;

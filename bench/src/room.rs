@@ -8,15 +8,18 @@
 //! so gift latency is commit-to-delivery in milliseconds. Only one client in
 //! `--measure-every` parses JSON (a `batch` frame's events one by one); the
 //! others count frames, so the bench's own CPU stays small next to the
-//! server's. `frames_per_client_per_s` shows what the room's batching saves.
+//! server's. Listeners are raw sockets with a frame splitter
+//! ([`crate::room_client`]), not tungstenite clients: one syscall and a
+//! header scan per read. `frames_per_client_per_s` shows what the room's batching saves.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncReadExt;
 use parking_lot::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -116,72 +119,104 @@ async fn make_sender(http: &reqwest::Client, base: &str, run: u64, i: u32) -> an
     Ok(Sender { token })
 }
 
+/// An event as the bench reads it: only the fields it measures, borrowed
+/// where it can (unknown fields are skipped without building a tree).
+#[derive(serde::Deserialize)]
+struct WireEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    ts_ms: Option<u64>,
+    /// A `batch` frame's events.
+    #[serde(default, borrow)]
+    events: Vec<WireEvent<'a>>,
+}
+
+/// Latency samples one measuring client gathered since its last flush.
+#[derive(Default)]
+struct Samples {
+    chat_us: Vec<u32>,
+    gift_ms: Vec<u32>,
+}
+
 /// Counts one parsed event and records its latency.
-fn record_event(v: &serde_json::Value, start: Instant, counters: &Counters, chat_us: &Mutex<Vec<u32>>, gift_ms: &Mutex<Vec<u32>>) {
-    match v["type"].as_str() {
-        Some("chat") => {
+fn record_event(e: &WireEvent<'_>, start: Instant, counters: &Counters, out: &mut Samples) {
+    match &*e.kind {
+        "chat" => {
             counters.chat_seen.fetch_add(1, Ordering::Relaxed);
-            if let Some(sent) = v["text"].as_str().and_then(|t| t.strip_prefix("rb:")).and_then(|t| t.parse::<u64>().ok()) {
+            if let Some(sent) = e.text.as_deref().and_then(|t| t.strip_prefix("rb:")).and_then(|t| t.parse::<u64>().ok()) {
                 let now = start.elapsed().as_micros() as u64;
-                chat_us.lock().push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+                out.chat_us.push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
             }
         }
-        Some("gift") => {
+        "gift" => {
             counters.gifts_seen.fetch_add(1, Ordering::Relaxed);
-            if let Some(ts) = v["ts_ms"].as_u64() {
-                gift_ms.lock().push(unix_ms().saturating_sub(ts) as u32);
+            if let Some(ts) = e.ts_ms {
+                out.gift_ms.push(unix_ms().saturating_sub(ts) as u32);
             }
         }
         _ => {}
     }
 }
 
-/// A listening client: counts frames; a measuring one parses them.
-async fn listen(
-    url: String,
-    measure: bool,
-    start: Instant,
-    counters: Arc<Counters>,
-    chat_us: Arc<Mutex<Vec<u32>>>,
-    gift_ms: Arc<Mutex<Vec<u32>>>,
-    stop: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.context("websocket connect")?;
-    loop {
-        let msg = tokio::select! {
-            _ = stop.cancelled() => break,
-            m = ws.next() => m,
-        };
-        match msg {
-            Some(Ok(Message::Text(text))) => {
-                counters.frames.fetch_add(1, Ordering::Relaxed);
-                if !measure {
-                    continue;
-                }
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(text.as_str()) else { continue };
-                // A busy room sends several events as one `batch` frame.
-                let events = match v["events"].as_array() {
-                    Some(events) if v["type"] == "batch" => events.as_slice(),
-                    _ => std::slice::from_ref(&v),
-                };
-                for e in events {
-                    record_event(e, start, &counters, &chat_us, &gift_ms);
-                }
-            }
-            Some(Ok(Message::Close(_))) | None => {
-                if !stop.is_cancelled() {
-                    counters.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                }
-                break;
-            }
-            Some(Ok(_)) => {}
-            Some(Err(_)) => {
-                counters.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                break;
-            }
+/// Where measuring clients pool their samples.
+#[derive(Default)]
+struct Pool {
+    chat_us: Mutex<Vec<u32>>,
+    gift_ms: Mutex<Vec<u32>>,
+}
+
+impl Pool {
+    fn take(&self, s: &mut Samples) {
+        if !s.chat_us.is_empty() {
+            self.chat_us.lock().append(&mut s.chat_us);
+        }
+        if !s.gift_ms.is_empty() {
+            self.gift_ms.lock().append(&mut s.gift_ms);
         }
     }
-    let _ = ws.close(None).await;
+}
+
+/// A listening client: counts text frames; a measuring one parses them.
+/// Runs until the server closes it (counted unless `stopped`) or the task
+/// is aborted at the end of the run.
+async fn listen(url: String, measure: bool, start: Instant, counters: Arc<Counters>, pool: Arc<Pool>, stopped: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let (mut tcp, mut buf) = crate::room_client::connect(&url).await.context("websocket connect")?;
+    let mut samples = Samples::default();
+    loop {
+        while let Some(frame) = crate::room_client::next_frame(&mut buf)? {
+            match frame.opcode {
+                crate::room_client::OP_TEXT => {
+                    counters.frames.fetch_add(1, Ordering::Relaxed);
+                    if !measure {
+                        continue;
+                    }
+                    let Ok(v) = serde_json::from_slice::<WireEvent<'_>>(&frame.payload) else { continue };
+                    // A busy room sends several events as one `batch` frame.
+                    if v.kind == "batch" {
+                        v.events.iter().for_each(|e| record_event(e, start, &counters, &mut samples));
+                    } else {
+                        record_event(&v, start, &counters, &mut samples);
+                    }
+                }
+                crate::room_client::OP_CLOSE => return closed(&counters, &stopped),
+                _ => {}
+            }
+        }
+        pool.take(&mut samples);
+        match tcp.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return closed(&counters, &stopped),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn closed(counters: &Counters, stopped: &AtomicBool) -> anyhow::Result<()> {
+    if !stopped.load(Ordering::Relaxed) {
+        counters.closed_by_server.fetch_add(1, Ordering::Relaxed);
+    }
     Ok(())
 }
 
@@ -212,16 +247,16 @@ pub(crate) async fn room_command(args: RoomArgs) -> anyhow::Result<()> {
 
     let start = Instant::now();
     let counters = Arc::new(Counters::default());
-    let chat_us = Arc::new(Mutex::new(Vec::new()));
-    let gift_ms = Arc::new(Mutex::new(Vec::new()));
+    let pool = Arc::new(Pool::default());
+    let stopped = Arc::new(AtomicBool::new(false));
     let stop = tokio_util::sync::CancellationToken::new();
     eprintln!("room: connecting {} clients", args.clients);
     let mut listeners = tokio::task::JoinSet::new();
     let connect_deadline = Instant::now() + Duration::from_secs(120);
     for i in 0..args.clients {
         let url = ws_url(&base, &args.channel, None);
-        let (c, cu, gm, st) = (Arc::clone(&counters), Arc::clone(&chat_us), Arc::clone(&gift_ms), stop.clone());
-        listeners.spawn(listen(url, i % args.measure_every == 0, start, c, cu, gm, st));
+        let (c, p, st) = (Arc::clone(&counters), Arc::clone(&pool), Arc::clone(&stopped));
+        listeners.spawn(listen(url, i % args.measure_every == 0, start, c, p, st));
         // Ramp: a few hundred handshakes at a time.
         if i % 250 == 249 {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -304,17 +339,19 @@ pub(crate) async fn room_command(args: RoomArgs) -> anyhow::Result<()> {
     let bench_after = sample_tree(std::process::id());
     // Let the last events arrive, then stop everyone.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    stopped.store(true, Ordering::Relaxed);
     stop.cancel();
+    listeners.abort_all();
     let mut connect_errors = 0u64;
     while let Some(r) = listeners.join_next().await {
-        if !matches!(r, Ok(Ok(()))) {
+        if matches!(r, Ok(Err(_))) {
             connect_errors += 1;
         }
     }
 
     let measuring = u64::from(args.clients.div_ceil(args.measure_every));
-    let chat = Percentiles::from_samples(&mut chat_us.lock(), 1000.0);
-    let gifts = Percentiles::from_samples(&mut gift_ms.lock(), 1.0);
+    let chat = Percentiles::from_samples(&mut pool.chat_us.lock(), 1000.0);
+    let gifts = Percentiles::from_samples(&mut pool.gift_ms.lock(), 1.0);
     let c = &counters;
     let load = |o: &AtomicU64| o.load(Ordering::Relaxed);
     let report = serde_json::json!({

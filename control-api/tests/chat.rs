@@ -137,6 +137,7 @@ async fn events_within_one_batch_window_reach_every_client_as_one_frame_in_order
     let mut cfg = open_rooms_config();
     // A long window, so everything below surely falls in one.
     cfg.rooms.batch_window_ms = 1_000;
+    cfg.rooms.max_batch_window_ms = 1_000;
     let s = start_with(cfg).await;
     s.streamer("star").await;
     let (alice, _) = s.account("alice", 10 * WE).await;
@@ -173,6 +174,40 @@ async fn events_within_one_batch_window_reach_every_client_as_one_frame_in_order
         .filter_map(|e| e["text"].as_str().or(e["type"].as_str()))
         .collect();
     assert_eq!(recent, ["c0", "gift", "c1", "c2", "c3", "c4"]);
+}
+
+#[tokio::test]
+async fn every_client_gets_every_event_once_and_in_order_while_a_sender_gets_its_refusals() {
+    // Short windows, so events spread over many frames of varied size.
+    let mut cfg = open_rooms_config();
+    cfg.rooms.batch_window_ms = 2;
+    cfg.rooms.max_batch_window_ms = 10;
+    let s = start_with(cfg).await;
+    s.streamer("star").await;
+    let (alice, _) = s.account("alice", 0).await;
+    let mut readers = Vec::new();
+    for _ in 0..20 {
+        readers.push(connect(&s, "star", None).await.0);
+    }
+    let (mut a, _) = connect(&s, "star", Some(&alice)).await;
+    let sent: Vec<String> = (0..200).map(|i| format!("n{i}")).collect();
+    for (i, text) in sent.iter().enumerate() {
+        say(&mut a, text).await;
+        // Refused input in between: the reply comes back on the same
+        // socket as the room's events, and nobody else sees it.
+        if i % 50 == 0 {
+            a.socket.send(Message::text("not json")).await.expect("send");
+        }
+    }
+    say(&mut a, "end").await;
+    let expected: Vec<&str> = sent.iter().map(String::as_str).chain(["end"]).collect();
+    let refusals = std::iter::repeat_n(0, readers.len()).chain([4]);
+    for (ws, refused) in readers.iter_mut().chain([&mut a]).zip(refusals) {
+        let seen = until_chat(ws, "end").await;
+        let texts: Vec<&str> = seen.iter().filter_map(|e| e["text"].as_str()).collect();
+        assert_eq!(texts, expected, "each event once, in order");
+        assert_eq!(seen.iter().filter(|e| e["code"] == "bad_message").count(), refused);
+    }
 }
 
 #[tokio::test]

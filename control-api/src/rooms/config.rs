@@ -29,7 +29,12 @@ pub struct RoomsConfig {
     /// Events of a room produced within this many ms of the last frame sent
     /// go out together as one `batch` frame when the window ends; an event
     /// in a quiet room goes out at once. 0 sends every event on its own.
+    /// This is the shortest window: under load it grows (see
+    /// `max_batch_window_ms`).
     pub batch_window_ms: u64,
+    /// The longest window: a room whose last frame took long to reach every
+    /// client waits twice that long before the next, up to this many ms.
+    pub max_batch_window_ms: u64,
     /// A send to a client that does not finish in this time drops it.
     pub send_timeout_ms: u64,
     /// Viewer-count events are sent at most this often per room.
@@ -72,6 +77,7 @@ impl Default for RoomsConfig {
             history_len: 50,
             client_queue_events: 256,
             batch_window_ms: 20,
+            max_batch_window_ms: 50,
             send_timeout_ms: 10_000,
             viewers_interval_ms: 1_000,
             max_clients_per_room: 50_000,
@@ -156,6 +162,13 @@ impl RoomsConfig {
         in_range("history_len", self.history_len, 0, 1_000, "must be 0..=1000")?;
         in_range("client_queue_events", self.client_queue_events, 1, 65_536, "must be 1..=65536")?;
         in_range("batch_window_ms", self.batch_window_ms, 0, 1_000, "must be 0..=1000 (0: no batching)")?;
+        in_range(
+            "max_batch_window_ms",
+            self.max_batch_window_ms,
+            self.batch_window_ms,
+            1_000,
+            "must be batch_window_ms..=1000",
+        )?;
         in_range("send_timeout_ms", self.send_timeout_ms, 1, 300_000, "must be 1..=300000")?;
         in_range("viewers_interval_ms", self.viewers_interval_ms, 100, 60_000, "must be 100..=60000")?;
         in_range("max_clients_per_room", self.max_clients_per_room, 1, 1_000_000, "must be 1..=1000000")?;
@@ -215,6 +228,7 @@ mod tests {
             (RoomsConfig { max_inbound_frame_bytes: 1_000, ..Default::default() }, "control.rooms.max_inbound_frame_bytes"),
             (RoomsConfig { client_queue_events: 0, ..Default::default() }, "control.rooms.client_queue_events"),
             (RoomsConfig { batch_window_ms: 1_001, ..Default::default() }, "control.rooms.batch_window_ms"),
+            (RoomsConfig { batch_window_ms: 60, ..Default::default() }, "control.rooms.max_batch_window_ms"),
         ];
         for (c, key) in cases {
             assert_eq!(c.validate().map_err(|e| e.key), Err(key.to_string()));

@@ -10,10 +10,13 @@
 //!
 //! Fan-out: each room has one `tokio::sync::broadcast` ring of
 //! `client_queue_events` frames (`Utf8Bytes`, shared, never copied per
-//! client). Events are serialized once; those produced within
-//! `batch_window_ms` of each other share one frame (see [`batch`]), so a
-//! busy room costs each client one WebSocket frame per window, not one per
-//! event. A frame is at most [`batch::MAX_BATCH_EVENTS`] events and about
+//! client). Events are serialized once; those produced within one window
+//! of each other share one frame (see [`batch`]), so a busy room costs each
+//! client one WebSocket frame per window, not one per event. The window is
+//! `batch_window_ms`, growing up to `max_batch_window_ms` while frames take
+//! long to reach every client (a big room, a loaded machine); one client
+//! stuck on a full socket holds the room at the longest window until it is
+//! dropped. A frame is at most [`batch::MAX_BATCH_EVENTS`] events and about
 //! [`batch::MAX_BATCH_BYTES`], which bounds the ring. A client that falls
 //! further behind than the ring, or whose socket does not take a message
 //! within `send_timeout_ms`, is dropped with a close reason: memory never
@@ -104,7 +107,10 @@ impl Room {
                 log2_score: EMPTY_LOG2,
                 policy: ChatPolicy::default(),
                 history: VecDeque::new(),
-                batcher: EventBatcher::new(Duration::from_millis(config.batch_window_ms)),
+                batcher: EventBatcher::new(
+                    Duration::from_millis(config.batch_window_ms),
+                    Duration::from_millis(config.max_batch_window_ms),
+                ),
                 timer_armed: false,
             }),
             clients: AtomicUsize::new(0),
@@ -142,7 +148,9 @@ impl Room {
     /// the next batch; `history` ones (chat, gifts) are also kept for
     /// `hello` once sent.
     fn publish(&self, st: &mut RoomState, bytes: Utf8Bytes, history: bool) {
-        if let Some(frame) = st.batcher.handle_event(HeldEvent { bytes, history }, batch_now()) {
+        let now = batch_now();
+        self.check_fanout(st, now);
+        if let Some(frame) = st.batcher.handle_event(HeldEvent { bytes, history }, now) {
             self.send_frame(st, frame);
         }
         self.arm_timer(st);
@@ -161,6 +169,14 @@ impl Room {
         let _ = self.events.send(frame.text);
     }
 
+    /// Tells the batcher when every client has taken the last frame from
+    /// the ring (none is queued): that is how long a fan-out takes here.
+    fn check_fanout(&self, st: &mut RoomState, now: Instant) {
+        if self.events.len() == 0 {
+            st.batcher.handle_fanout_done(now);
+        }
+    }
+
     /// One task per room at a time waits for the end of the batch window
     /// while events are held. Outside a runtime nothing could wait: they go
     /// out at once.
@@ -168,7 +184,7 @@ impl Room {
         if st.timer_armed {
             return;
         }
-        let Some(mut at) = st.batcher.poll_timeout() else {
+        let Some(mut at) = st.batcher.poll_timeout(batch_now()) else {
             return;
         };
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
@@ -184,10 +200,12 @@ impl Room {
                 tokio::time::sleep_until(at.into()).await;
                 let Some(room) = me.upgrade() else { return };
                 let mut st = room.state.lock();
-                if let Some(frame) = st.batcher.handle_timeout(batch_now()) {
+                let now = batch_now();
+                room.check_fanout(&mut st, now);
+                if let Some(frame) = st.batcher.handle_timeout(now) {
                     room.send_frame(&mut st, frame);
                 }
-                match st.batcher.poll_timeout() {
+                match st.batcher.poll_timeout(now) {
                     Some(next) => at = next,
                     None => {
                         st.timer_armed = false;

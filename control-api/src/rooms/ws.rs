@@ -1,6 +1,12 @@
-//! `GET /v1/rooms/{channel}/ws`: one task per client. It sends `hello`,
-//! then the room's shared events, and reads chat messages. Anyone may read;
-//! chat needs `?token=API_TOKEN` (browsers cannot set WebSocket headers).
+//! `GET /v1/rooms/{channel}/ws`: two tasks per client. The writer sends
+//! `hello`, then the room's shared events and the replies to the client's
+//! own messages; the reader reads chat messages. Anyone may read; chat
+//! needs `?token=API_TOKEN` (browsers cannot set WebSocket headers).
+//!
+//! Why two: a task polls every branch it waits on each time it wakes, and
+//! polling the WebSocket's inbound half zeroes its read buffer. With one
+//! task that happened on every outbound frame, 10,000 times per frame in a
+//! big room; the reader's task wakes only on input.
 //!
 //! A client is dropped, with a close frame saying why where the socket
 //! still takes one, when it falls more than `client_queue_events` frames
@@ -105,6 +111,7 @@ pub(crate) async fn connect(
         .on_upgrade(move |socket| client.run(socket)))
 }
 
+#[derive(Clone)]
 struct Client {
     rooms: Arc<Rooms>,
     store: Arc<dyn Store>,
@@ -156,13 +163,39 @@ impl Drop for Presence {
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+type InboundHalf = futures_util::stream::SplitStream<WebSocket>;
+
+/// What the reader tells the writer.
+enum FromReader {
+    /// An error event for this client (a refused chat, a binary frame).
+    Reply(Utf8Bytes),
+    /// The client closed (`Ok`) or broke the protocol.
+    Ended(Result<(), DropReason>),
+}
+
+/// Replies the reader may have waiting for the writer; beyond that it stops
+/// reading (and TCP pushes back on the client).
+const READER_QUEUE: usize = 8;
+
+/// Ends the reader's task with the writer's.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn protocol(e: axum::Error) -> DropReason {
+    DropReason::Protocol(e.to_string())
+}
 
 impl Client {
     async fn run(self, socket: WebSocket) {
         let _presence = Presence::new(&self.room, &self.rooms);
         let span = tracing::debug_span!("room_client", channel = %self.room.channel(), account = ?self.caller.as_ref().map(|c| c.account_id));
-        let (mut sink, mut inbound) = socket.split();
-        let outcome = tracing::Instrument::instrument(self.serve(&mut sink, &mut inbound), span).await;
+        let (mut sink, inbound) = socket.split();
+        let outcome = tracing::Instrument::instrument(self.serve(&mut sink, inbound), span).await;
         if let Err(reason) = outcome {
             self.rooms.metrics().ws_drops.with_label_values(&[reason.label()]).inc();
             tracing::debug!(reason = ?reason, "room client dropped");
@@ -182,15 +215,12 @@ impl Client {
     }
 
     async fn send(&self, sink: &mut Sink, msg: Message) -> Result<(), DropReason> {
-        self.timed(sink.send(msg)).await
+        self.timed(async { sink.send(msg).await.map_err(protocol) }).await
     }
 
-    async fn timed(&self, op: impl std::future::Future<Output = Result<(), axum::Error>>) -> Result<(), DropReason> {
-        match tokio::time::timeout(self.send_timeout, op).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(DropReason::Protocol(e.to_string())),
-            Err(_) => Err(DropReason::SendTimeout),
-        }
+    /// One timer for a whole write, however many frames it carries.
+    async fn timed(&self, op: impl std::future::Future<Output = Result<(), DropReason>>) -> Result<(), DropReason> {
+        tokio::time::timeout(self.send_timeout, op).await.unwrap_or(Err(DropReason::SendTimeout))
     }
 
     /// Writes `first` and whatever else is already queued in one flush: at
@@ -202,27 +232,29 @@ impl Client {
         first: Utf8Bytes,
         events: &mut tokio::sync::broadcast::Receiver<Utf8Bytes>,
     ) -> Result<(), DropReason> {
-        self.timed(sink.feed(Message::Text(first))).await?;
-        for _ in 1..MAX_FRAMES_PER_WRITE {
-            match events.try_recv() {
-                Ok(next) => self.timed(sink.feed(Message::Text(next))).await?,
-                Err(TryRecvError::Lagged(n)) => return Err(DropReason::Lagged(n)),
-                // Empty, or closed (the next recv says so).
-                Err(_) => break,
+        self.timed(async {
+            sink.feed(Message::Text(first)).await.map_err(protocol)?;
+            for _ in 1..MAX_FRAMES_PER_WRITE {
+                match events.try_recv() {
+                    Ok(next) => sink.feed(Message::Text(next)).await.map_err(protocol)?,
+                    Err(TryRecvError::Lagged(n)) => return Err(DropReason::Lagged(n)),
+                    // Empty, or closed (the next recv says so).
+                    Err(_) => break,
+                }
             }
-        }
-        self.timed(sink.flush()).await
+            sink.flush().await.map_err(protocol)
+        })
+        .await
     }
 
-    async fn serve(
-        &self,
-        sink: &mut Sink,
-        inbound: &mut futures_util::stream::SplitStream<WebSocket>,
-    ) -> Result<(), DropReason> {
+    async fn serve(&self, sink: &mut Sink, inbound: InboundHalf) -> Result<(), DropReason> {
         let (hello, mut events) = self
             .rooms
             .join(&self.room, self.caller.as_ref().map(|c| c.account_id));
         self.send(sink, Message::Text(hello)).await?;
+        let (tx, mut from_reader) = tokio::sync::mpsc::channel(READER_QUEUE);
+        let reader = tokio::spawn(tracing::Instrument::in_current_span(self.clone().read(inbound, tx)));
+        let _reader = AbortOnDrop(reader.abort_handle());
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
@@ -230,25 +262,37 @@ impl Client {
                     Err(RecvError::Lagged(n)) => return Err(DropReason::Lagged(n)),
                     Err(RecvError::Closed) => return Ok(()),
                 },
-                msg = inbound.next() => match msg {
-                    Some(Ok(Message::Text(t))) => {
-                        if let Err(refusal) = self.handle_text(t.as_str()) {
-                            self.rooms.metrics().chat_refused.with_label_values(&[refusal.code()]).inc();
-                            let message = refusal.to_string();
-                            let err = Event::Error { code: refusal.code(), message: &message }.to_bytes();
-                            self.send(sink, Message::Text(err)).await?;
-                        }
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        let err = Event::Error { code: "bad_message", message: "send JSON text frames" }.to_bytes();
-                        self.send(sink, Message::Text(err)).await?;
-                    }
-                    Some(Ok(Message::Close(_))) | None => return Ok(()),
-                    Some(Ok(_)) => {} // ping and pong are answered by tungstenite
-                    Some(Err(e)) => return Err(DropReason::Protocol(e.to_string())),
+                msg = from_reader.recv() => match msg {
+                    Some(FromReader::Reply(text)) => self.send(sink, Message::Text(text)).await?,
+                    Some(FromReader::Ended(outcome)) => return outcome,
+                    None => return Ok(()),
                 },
             }
         }
+    }
+
+    /// The reader's task: chat messages in, refusals out to the writer.
+    async fn read(self, mut inbound: InboundHalf, to_writer: tokio::sync::mpsc::Sender<FromReader>) {
+        let outcome = loop {
+            let reply = match inbound.next().await {
+                Some(Ok(Message::Text(t))) => match self.handle_text(t.as_str()) {
+                    Ok(()) => continue,
+                    Err(refusal) => {
+                        self.rooms.metrics().chat_refused.with_label_values(&[refusal.code()]).inc();
+                        let message = refusal.to_string();
+                        Event::Error { code: refusal.code(), message: &message }.to_bytes()
+                    }
+                },
+                Some(Ok(Message::Binary(_))) => Event::Error { code: "bad_message", message: "send JSON text frames" }.to_bytes(),
+                Some(Ok(Message::Close(_))) | None => break Ok(()),
+                Some(Ok(_)) => continue, // ping and pong are answered by tungstenite
+                Some(Err(e)) => break Err(DropReason::Protocol(e.to_string())),
+            };
+            if to_writer.send(FromReader::Reply(reply)).await.is_err() {
+                return; // the writer is gone
+            }
+        };
+        let _ = to_writer.send(FromReader::Ended(outcome)).await;
     }
 
     fn handle_text(&self, text: &str) -> Result<(), ChatRefusal> {
