@@ -204,6 +204,11 @@ impl Writer {
     pub fn close(&self) {
         let mut st = self.state.lock();
         Self::set_mode(&mut st, Mode::Closed);
+        drop(st);
+        // The socket closes now, not when the shard lets go of this writer
+        // (for a channel with no batches coming, that may be much later).
+        // It fails only if the peer already went; nothing to do then.
+        let _ = rustix::net::shutdown(&self.fd, rustix::net::Shutdown::Both);
     }
 
     /// Changes mode, keeping the direct-viewer gauge right.
