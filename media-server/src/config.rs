@@ -402,9 +402,7 @@ mod tests {
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml")
-                && !path.file_name().unwrap().to_string_lossy().starts_with("ladders")
-            {
+            if path.extension().is_some_and(|e| e == "toml") && !path.file_name().unwrap().to_string_lossy().starts_with("ladders") {
                 let text = std::fs::read_to_string(&path).unwrap();
                 // Keys for other roles (control, edge) are validated by their own crates.
                 let cfg = Config::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -451,8 +449,7 @@ mod tests {
     fn duplicate_keys_and_keys_equal_to_channel_names_are_refused() {
         let dup = "[[channels]]\nname='a'\nstream_key='secret-1'\n[[channels]]\nname='b'\nstream_key='secret-1'\n";
         assert!(Config::parse(dup).unwrap().validate().unwrap_err().to_string().contains("channels[1].stream_key"));
-        let clash =
-            "[[channels]]\nname='secret-22'\nstream_key='secret-11'\n[[channels]]\nname='b'\nstream_key='secret-22'\n";
+        let clash = "[[channels]]\nname='secret-22'\nstream_key='secret-11'\n[[channels]]\nname='b'\nstream_key='secret-22'\n";
         assert!(Config::parse(clash).unwrap().validate().is_err());
     }
 }

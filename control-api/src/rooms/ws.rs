@@ -286,7 +286,7 @@ impl Client {
                 Some(Ok(Message::Binary(_))) => Event::Error { code: "bad_message", message: "send JSON text frames" }.to_bytes(),
                 Some(Ok(Message::Close(_))) | None => break Ok(()),
                 Some(Ok(_)) => continue, // ping and pong are answered by tungstenite
-                Some(Err(e)) => break Err(DropReason::Protocol(e.to_string())),
+                Some(Err(e)) => break Err(protocol(e)),
             };
             if to_writer.send(FromReader::Reply(reply)).await.is_err() {
                 return; // the writer is gone

@@ -444,9 +444,7 @@ impl Hub {
     /// Stops a channel's publisher now (an operator or the control plane
     /// asked). Its viewers are closed after the grace period as usual.
     pub fn stop_publisher(&self, channel: &str) -> bool {
-        let Some(stream) = self.streams.get(channel).map(|s| s.clone()) else {
-            return false;
-        };
+        let Some(stream) = self.streams.get(channel).map(|s| s.clone()) else { return false };
         let st = stream.state.lock();
         match &st.stop {
             Some(token) => {

@@ -1,8 +1,7 @@
 use super::*;
 
 fn hub(grace_ms: u64) -> Arc<Hub> {
-    let config =
-        HubConfig { publisher_grace: Duration::from_millis(grace_ms), viewer_queue_frames: 16, ..HubConfig::default() };
+    let config = HubConfig { publisher_grace: Duration::from_millis(grace_ms), viewer_queue_frames: 16, ..HubConfig::default() };
     Hub::new(config, Metrics::new())
 }
 
@@ -124,7 +123,10 @@ async fn channel_ends_after_the_grace_period() {
     let p = start_publishing(&hub);
     let mut sub = hub.live("demo").unwrap().subscribe(hub.metrics()).unwrap();
     drop(p);
-    let end = tokio::time::timeout(Duration::from_secs(2), async { while sub.recv().await.is_some() {} }).await;
+    let end = tokio::time::timeout(Duration::from_secs(2), async {
+        while sub.recv().await.is_some() {}
+    })
+    .await;
     assert!(end.is_ok(), "subscription must end");
     assert!(hub.live("demo").is_none());
     assert_eq!(hub.metrics().streams_live.get(), 0);

@@ -67,18 +67,10 @@ impl ConnError {
 
 enum Role {
     Idle,
-    Publishing {
-        publisher: Publisher,
-        stream_id: u32,
-    },
+    Publishing { publisher: Publisher, stream_id: u32 },
     /// `internal`: our own transcoder worker, whose bytes are not metered
     /// and who is no viewer (`_counted` is `None`).
-    Playing {
-        sub: Box<Subscription>,
-        stream_id: u32,
-        internal: bool,
-        _counted: Option<ViewerGuard>,
-    },
+    Playing { sub: Box<Subscription>, stream_id: u32, internal: bool, _counted: Option<ViewerGuard> },
 }
 
 struct Conn<'a> {
@@ -105,7 +97,10 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, ctx: &RtmpContext) -> Resu
         .await
         .map_err(|_| ConnError::Timeout("handshake"))??;
 
-    let session_config = ServerSessionConfig { chunk_size: ctx.config.chunk_size, ..ServerSessionConfig::new() };
+    let session_config = ServerSessionConfig {
+        chunk_size: ctx.config.chunk_size,
+        ..ServerSessionConfig::new()
+    };
     let (session, initial) = ServerSession::new(session_config)?;
     let guard = ChunkGuard::new(GuardConfig {
         max_message_bytes: ctx.config.max_message_bytes,
@@ -490,9 +485,12 @@ impl Conn<'_> {
     /// Writes a message with a fresh serializer: a full (type 0) header is
     /// valid whatever the session sent on that chunk stream before.
     fn send_message(&mut self, msg: RtmpMessage, stream_id: u32) -> Result<(), ConnError> {
-        let payload = msg.into_message_payload(RtmpTimestamp::new(0), stream_id).map_err(ServerSessionError::from)?;
+        let payload = msg
+            .into_message_payload(RtmpTimestamp::new(0), stream_id)
+            .map_err(ServerSessionError::from)?;
         let mut ser = ChunkSerializer::new();
-        ser.set_max_chunk_size(self.ctx.config.chunk_size, RtmpTimestamp::new(0)).map_err(ServerSessionError::from)?;
+        ser.set_max_chunk_size(self.ctx.config.chunk_size, RtmpTimestamp::new(0))
+            .map_err(ServerSessionError::from)?;
         let packet = ser.serialize(&payload, true, false).map_err(ServerSessionError::from)?;
         self.out.push_back(Bytes::from(packet.bytes));
         Ok(())
@@ -501,9 +499,7 @@ impl Conn<'_> {
     /// Queues `first` and whatever else is ready, then writes them together;
     /// once nothing more is waiting, hands the player to the fan-out.
     async fn send_frames(&mut self, first: Arc<crate::media::Frame>) -> Result<(), ConnError> {
-        let Role::Playing { sub, stream_id, internal, _counted } = &mut self.role else {
-            return Ok(());
-        };
+        let Role::Playing { sub, stream_id, internal, _counted } = &mut self.role else { return Ok(()) };
         let internal = *internal;
         if let Some(guard) = _counted {
             guard.saw_media();
@@ -540,9 +536,7 @@ impl Conn<'_> {
             stream.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
         }
         if direct && self.writer.mode() == Mode::Owner && self.closing.is_none() {
-            let Role::Playing { sub, .. } = &mut self.role else {
-                return Ok(());
-            };
+            let Role::Playing { sub, .. } = &mut self.role else { return Ok(()) };
             if sub.go_direct(Arc::clone(&self.writer) as Arc<dyn crate::hub::DirectSink>) == GoDirect::Armed {
                 tracing::trace!("fan-out writes this player now");
             }

@@ -118,8 +118,7 @@ impl Writer {
 
     /// Sets the kernel send buffer (`SO_SNDBUF`) of the socket.
     pub fn set_send_buffer(&self, bytes: usize) -> io::Result<()> {
-        let stream: &tokio::net::TcpStream = self.half.as_ref();
-        rustix::net::sockopt::set_socket_send_buffer_size(stream, bytes).map_err(io::Error::from)
+        rustix::net::sockopt::set_socket_send_buffer_size(&self.fd, bytes).map_err(io::Error::from)
     }
 
     /// Sets where direct writes are counted (before going direct).
@@ -156,10 +155,8 @@ impl Writer {
                     return Ok(total);
                 }
                 if st.mode == Mode::Direct {
-                    // The fan-out writes only into an empty queue: it backs off.
-                    if let Some(m) = &st.meter {
-                        m.handbacks.inc();
-                    }
+                    // The fan-out writes only into an empty queue: it backs
+                    // off (and lets go of this writer at its next batch).
                     Self::set_mode(&mut st, Mode::Owner);
                 }
             }
@@ -211,12 +208,16 @@ impl Writer {
         let _ = rustix::net::shutdown(&self.fd, rustix::net::Shutdown::Both);
     }
 
-    /// Changes mode, keeping the direct-viewer gauge right.
+    /// Changes mode, keeping the direct-viewer gauge, the hand-back count
+    /// and the metering right.
     fn set_mode(st: &mut State, mode: Mode) {
         let was = st.mode == Mode::Direct;
         let is = mode == Mode::Direct;
         if was && !is {
             st.meter_flush();
+            if let (Some(m), Mode::Owner) = (&st.meter, &mode) {
+                m.handbacks.inc();
+            }
         }
         if let (Some(m), true) = (&st.meter, was != is) {
             if is {
@@ -230,9 +231,6 @@ impl Writer {
 
     /// Leaves direct delivery: the task takes over (or ends).
     fn hand_back(&self, st: &mut State, mode: Mode) {
-        if let (Some(m), Mode::Owner) = (&st.meter, &mode) {
-            m.handbacks.inc();
-        }
         Self::set_mode(st, mode);
         st.registered = false;
         self.wake.notify_one();
