@@ -37,6 +37,9 @@ pub struct ControlMetrics {
     /// `westream_control_ws_drops_total{reason}`: clients dropped by the
     /// server (`lagged`, `send_timeout`, `protocol`).
     pub ws_drops: IntCounterVec,
+    /// `westream_control_ws_socket_waits_total`: times a client's socket was
+    /// full, so it left its room's fan-out round to wait for it.
+    pub ws_socket_waits: IntCounter,
     /// `westream_control_chat_messages_total`: chat messages sent to rooms.
     pub chat_messages: IntCounter,
     /// `westream_control_chat_refused_total{code}`: chat messages refused.
@@ -86,6 +89,10 @@ impl ControlMetrics {
             )?,
             ws_clients: IntGauge::new("westream_control_ws_clients", "Room WebSocket clients connected")?,
             ws_drops: counter("westream_control_ws_drops_total", "Room WebSocket clients dropped by the server", &["reason"])?,
+            ws_socket_waits: IntCounter::new(
+                "westream_control_ws_socket_waits_total",
+                "Times a room WebSocket client's socket was full and it waited off the fan-out round",
+            )?,
             chat_messages: IntCounter::new("westream_control_chat_messages_total", "Chat messages sent to rooms")?,
             chat_refused: counter("westream_control_chat_refused_total", "Chat messages refused, by error code", &["code"])?,
             gifts: IntCounter::new("westream_control_gifts_total", "Gift requests posted")?,
@@ -109,6 +116,7 @@ impl ControlMetrics {
         registry.register(Box::new(self.package_bytes_remaining.clone()))?;
         registry.register(Box::new(self.ws_clients.clone()))?;
         registry.register(Box::new(self.ws_drops.clone()))?;
+        registry.register(Box::new(self.ws_socket_waits.clone()))?;
         registry.register(Box::new(self.chat_messages.clone()))?;
         registry.register(Box::new(self.chat_refused.clone()))?;
         registry.register(Box::new(self.gifts.clone()))?;

@@ -11,13 +11,22 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message;
 
-fn drops(registry: &prometheus::Registry) -> f64 {
+/// The sum of a counter (over its labels).
+fn counter(registry: &prometheus::Registry, name: &str) -> f64 {
     registry
         .gather()
         .iter()
-        .filter(|f| f.name() == "westream_control_ws_drops_total")
+        .filter(|f| f.name() == name)
         .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value()).collect::<Vec<_>>())
         .sum()
+}
+
+fn drops(registry: &prometheus::Registry) -> f64 {
+    counter(registry, "westream_control_ws_drops_total")
+}
+
+fn socket_waits(registry: &prometheus::Registry) -> f64 {
+    counter(registry, "westream_control_ws_socket_waits_total")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,4 +112,85 @@ async fn a_reader_that_never_reads_is_dropped_and_the_room_flows_on() {
             break;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_pauses_until_its_socket_fills_gets_every_event_once_in_order_after() {
+    let mut cfg = open_rooms_config();
+    // Room for everything below in the fan-out's ring, and time enough: the
+    // paused client must be waited for, not dropped.
+    cfg.rooms.client_queue_events = 65_536;
+    cfg.rooms.send_timeout_ms = 30_000;
+    cfg.rooms.batch_window_ms = 20;
+    cfg.rooms.chat_rate_messages = 100_000;
+    let s = start_with(cfg).await;
+    let registry = prometheus::Registry::new();
+    s.plane.register_metrics(&registry).expect("metrics");
+    s.streamer("star").await;
+    let (alice, _) = s.account("alice", 0).await;
+    let addr: std::net::SocketAddr = s.base.trim_start_matches("http://").parse().expect("addr");
+
+    // The paused client: a small receive buffer, so its socket fills soon.
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let tcp = sock.connect(addr).await.expect("connect");
+    let (mut paused, _) = tokio_tungstenite::client_async(s.ws_url("star", None), tcp).await.expect("handshake");
+    let (mut talker, _) = tokio_tungstenite::connect_async(s.ws_url("star", Some(&alice))).await.expect("connect");
+
+    // Send until the paused client's socket is full and it has waited for
+    // it (bounded in count and time), each message read back by the talker.
+    let text = "p".repeat(450);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sent = 0usize;
+    while socket_waits(&registry) < 1.0 {
+        // The kernel takes megabytes for a loopback socket before it is full.
+        assert!(sent < 30_000 && Instant::now() < deadline, "the paused client never waited after {sent} messages");
+        talker
+            .send(Message::text(json!({"type": "chat", "text": format!("{sent}:{text}")}).to_string()))
+            .await
+            .expect("send");
+        sent += 1;
+        if sent.is_multiple_of(20) {
+            // Let the room keep up with the talker (it reads its own echoes).
+            let mut seen = 0;
+            while seen < 20 {
+                let m = tokio::time::timeout(Duration::from_secs(5), talker.next()).await.expect("echo").expect("open").expect("frame");
+                if let Message::Text(t) = m {
+                    seen += frame_events(t.as_str()).iter().filter(|e| e["type"] == "chat").count();
+                }
+            }
+        }
+    }
+    // A few more while it waits, then a last one.
+    for i in 0..20 {
+        talker.send(Message::text(json!({"type": "chat", "text": format!("{}:{text}", sent + i)}).to_string())).await.expect("send");
+    }
+    sent += 20;
+    talker.send(Message::text(json!({"type": "chat", "text": "end"}).to_string())).await.expect("send");
+    eprintln!("paused client's socket full after about {sent} messages of ~500 bytes");
+
+    // Now it reads: every message once, in order, and it was never dropped.
+    let mut got = Vec::new();
+    let hello = tokio::time::timeout(Duration::from_secs(5), paused.next()).await.expect("hello").expect("open").expect("frame");
+    assert_eq!(frame_events(hello.to_text().expect("text"))[0]["type"], "hello");
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), paused.next())
+            .await
+            .expect("the paused client gets the rest once it reads")
+            .expect("open")
+            .expect("frame");
+        let Message::Text(t) = m else { panic!("unexpected frame {m:?}") };
+        let texts: Vec<String> = frame_events(t.as_str()).iter().filter_map(|e| e["text"].as_str().map(str::to_string)).collect();
+        let done = texts.iter().any(|t| t == "end");
+        got.extend(texts);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(got.len(), sent + 1, "every message once");
+    for (i, t) in got.iter().take(sent).enumerate() {
+        assert!(t.starts_with(&format!("{i}:")), "message {i} in its place, got {}", &t[..t.len().min(12)]);
+    }
+    assert_eq!(drops(&registry), 0.0, "nobody was dropped");
+    assert!(socket_waits(&registry) >= 1.0);
 }

@@ -24,18 +24,18 @@ pub struct RoomsConfig {
     /// Chat and gift events replayed to a new client in `hello`.
     pub history_len: usize,
     /// Frames a client may be behind before it is dropped ("too slow"); a
-    /// frame is one event, or a batch of those within `batch_window_ms`.
+    /// frame is one event, or the events of one fan-out round.
     pub client_queue_events: usize,
-    /// Events of a room produced within this many ms of the last frame sent
-    /// go out together as one `batch` frame when the window ends; an event
-    /// in a quiet room goes out at once. 0 sends every event on its own.
-    /// This is the shortest window: under load it grows (see
-    /// `max_batch_window_ms`).
+    /// Shortest time between two frames to a client, ms: events of a busy
+    /// room go out together, at most one frame per this window (and per
+    /// fan-out round, which in a big room is longer); an event in a quiet
+    /// room goes out at once. 0: a frame per round, however short.
     pub batch_window_ms: u64,
-    /// The longest window: a room whose last frame took long to reach every
-    /// client waits twice that long before the next, up to this many ms.
+    /// Accepted for configs written for the earlier adaptive window; no
+    /// effect since the fan-out batches by its own rounds. Must still be at
+    /// least `batch_window_ms`.
     pub max_batch_window_ms: u64,
-    /// A send to a client that does not finish in this time drops it.
+    /// A client whose socket does not take a write within this time is dropped.
     pub send_timeout_ms: u64,
     /// Viewer-count events are sent at most this often per room.
     pub viewers_interval_ms: u64,

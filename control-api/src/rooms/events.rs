@@ -103,16 +103,24 @@ impl Hello<'_> {
     pub(crate) fn to_bytes<'b>(&self, recent: impl Iterator<Item = &'b Utf8Bytes>) -> Utf8Bytes {
         let mut s = serde_json::to_string(self).unwrap_or_else(|_| "{}".into());
         s.pop(); // the closing brace
-        s.push_str(",\"recent\":[");
-        for (i, e) in recent.enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            s.push_str(e.as_str());
-        }
-        s.push_str("]}");
+        s.push_str(",\"recent\":");
+        push_array(&mut s, recent);
+        s.push('}');
         Utf8Bytes::from(s)
     }
+}
+
+/// Appends `[e1,e2,...]`: already-serialized events spliced into a JSON
+/// array as they are.
+pub(crate) fn push_array<'b>(s: &mut String, events: impl Iterator<Item = &'b Utf8Bytes>) {
+    s.push('[');
+    for (i, e) in events.enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(e.as_str());
+    }
+    s.push(']');
 }
 
 #[cfg(test)]

@@ -8,28 +8,26 @@
 //! events only when something changed, `viewers` at most once per
 //! `viewers_interval_ms`.
 //!
-//! Fan-out: each room has one `tokio::sync::broadcast` ring of
-//! `client_queue_events` frames (`Utf8Bytes`, shared, never copied per
-//! client). Events are serialized once; those produced within one window
-//! of each other share one frame (see [`batch`]), so a busy room costs each
-//! client one WebSocket frame per window, not one per event. The window is
-//! `batch_window_ms`, growing up to `max_batch_window_ms` while frames take
-//! long to reach every client (a big room, a loaded machine); one client
-//! stuck on a full socket holds the room at the longest window until it is
-//! dropped. A frame is at most [`batch::MAX_BATCH_EVENTS`] events and about
-//! [`batch::MAX_BATCH_BYTES`], which bounds the ring. A client that falls
-//! further behind than the ring, or whose socket does not take a message
-//! within `send_timeout_ms`, is dropped with a close reason: memory never
-//! grows with a slow reader.
+//! Fan-out: an event is serialized once, into the room's log of the last
+//! [`ROOM_LOG_EVENTS`] events (`Utf8Bytes`, shared, never copied per
+//! client), and chat and gifts into its history for `hello`. A few shard
+//! tasks per room ([`fanout`]) write the log to the clients: each round
+//! takes what was published since the last one as one frame, and gives each
+//! client everything it lacks in one write, so a busy room costs a client
+//! one frame per round (at most one per `batch_window_ms`), not one per
+//! event, and a quiet room adds no delay. A client that falls further
+//! behind than `client_queue_events` frames, or whose socket does not take
+//! a write within `send_timeout_ms`, is dropped with a close reason: memory
+//! never grows with a slow reader.
 //!
 //! Memory bound (checked by `tests/ws_memory.rs`): an idle client costs at
-//! most **64 KiB** of server memory (its task, a 4 KiB read buffer, the
-//! socket and connection state; measured well below that).
+//! most **64 KiB** of server memory (its reader task, a 4 KiB read buffer,
+//! the socket and connection state; measured well below that).
 
-mod batch;
 mod chat;
 mod config;
 mod events;
+pub(crate) mod fanout;
 pub(crate) mod ws;
 
 pub use chat::{ChatPolicy, ChatRefusal, RateLimiter};
@@ -44,15 +42,14 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
 
 use crate::clock::Clock;
 use crate::metrics::ControlMetrics;
 use crate::store::{AccountId, GiftReceipt, ModerationRow, RoomsSnapshot};
 use crate::tickets::TicketGate;
 use crate::votes::{VoteRules, EMPTY_LOG2};
-use batch::{EventBatcher, Frame, HeldEvent};
 use events::{Event, Hello};
+use fanout::Shard;
 
 /// An account may like a channel once per this interval; likes count as
 /// activity for the daily rewards.
@@ -61,15 +58,20 @@ pub const LIKE_INTERVAL_MS: u64 = 10_000;
 /// The documented per-idle-client memory bound, bytes.
 pub const IDLE_CLIENT_BOUND_BYTES: u64 = 64 * 1024;
 
+/// Events a room keeps for its fan-out shards: far more than one round
+/// takes (chat is rate limited per account), so a shard never misses one.
+pub const ROOM_LOG_EVENTS: usize = 4096;
+
 /// One room's shared state.
 pub struct Room {
     channel: String,
-    events: broadcast::Sender<Utf8Bytes>,
     state: Mutex<RoomState>,
     clients: AtomicUsize,
     history_len: usize,
-    /// For the batch timer's task.
-    me: Weak<Room>,
+    /// A shard's ring of frames (`client_queue_events`).
+    ring_len: usize,
+    /// Shortest time between two frames of a shard (`batch_window_ms`).
+    min_gap: Duration,
 }
 
 impl std::fmt::Debug for Room {
@@ -86,19 +88,20 @@ struct RoomState {
     viewers_sent_at: Option<Instant>,
     log2_score: f64,
     policy: ChatPolicy,
-    /// Chat and gift events already sent, for `hello`.
+    /// Chat and gift events, for `hello`.
     history: VecDeque<Utf8Bytes>,
-    batcher: EventBatcher,
-    /// A task waits for the batcher's deadline.
-    timer_armed: bool,
+    /// The last [`ROOM_LOG_EVENTS`] events, the first being `log_first_seq`.
+    log: VecDeque<Utf8Bytes>,
+    log_first_seq: u64,
+    /// The fan-out shards, started with the first client.
+    shards: Vec<Arc<Shard>>,
+    next_shard: usize,
 }
 
 impl Room {
     fn new(channel: &str, config: &RoomsConfig) -> Arc<Self> {
-        let (events, _) = broadcast::channel(config.client_queue_events.max(1));
-        Arc::new_cyclic(|me| Room {
+        Arc::new(Room {
             channel: channel.to_string(),
-            events,
             state: Mutex::new(RoomState {
                 live: false,
                 viewers: ViewerCounts::default(),
@@ -107,15 +110,15 @@ impl Room {
                 log2_score: EMPTY_LOG2,
                 policy: ChatPolicy::default(),
                 history: VecDeque::new(),
-                batcher: EventBatcher::new(
-                    Duration::from_millis(config.batch_window_ms),
-                    Duration::from_millis(config.max_batch_window_ms),
-                ),
-                timer_armed: false,
+                log: VecDeque::new(),
+                log_first_seq: 0,
+                shards: Vec::new(),
+                next_shard: 0,
             }),
             clients: AtomicUsize::new(0),
             history_len: config.history_len,
-            me: me.clone(),
+            ring_len: config.client_queue_events.max(1),
+            min_gap: Duration::from_millis(config.batch_window_ms),
         })
     }
 
@@ -144,83 +147,40 @@ impl Room {
         self.state.lock().log2_score
     }
 
-    /// Sends a serialized event to every client, in order, at once or in
-    /// the next batch; `history` ones (chat, gifts) are also kept for
-    /// `hello` once sent.
+    /// Sends a serialized event to every client, in order; `history` ones
+    /// (chat, gifts) are also kept for `hello`.
     fn publish(&self, st: &mut RoomState, bytes: Utf8Bytes, history: bool) {
-        let now = batch_now();
-        self.check_fanout(st, now);
-        if let Some(frame) = st.batcher.handle_event(HeldEvent { bytes, history }, now) {
-            self.send_frame(st, frame);
-        }
-        self.arm_timer(st);
-    }
-
-    fn send_frame(&self, st: &mut RoomState, frame: Frame) {
-        if self.history_len > 0 {
-            for e in frame.events.into_iter().filter(|e| e.history) {
-                if st.history.len() >= self.history_len {
-                    st.history.pop_front();
-                }
-                st.history.push_back(e.bytes);
+        if history && self.history_len > 0 {
+            if st.history.len() >= self.history_len {
+                st.history.pop_front();
             }
+            st.history.push_back(bytes.clone());
         }
-        // No receivers is fine: nobody is watching.
-        let _ = self.events.send(frame.text);
+        if st.log.len() >= ROOM_LOG_EVENTS {
+            st.log.pop_front();
+            st.log_first_seq += 1;
+        }
+        st.log.push_back(bytes);
+        for shard in &st.shards {
+            shard.notify();
+        }
     }
 
-    /// Tells the batcher when every client has taken the last frame from
-    /// the ring (none is queued): that is how long a fan-out takes here.
-    fn check_fanout(&self, st: &mut RoomState, now: Instant) {
-        if self.events.len() == 0 {
-            st.batcher.handle_fanout_done(now);
+    /// The shard a new client joins (round robin); the shards start with
+    /// the first client, one per runtime worker (needs a runtime).
+    pub(crate) fn shard_for_new_client(self: &Arc<Self>) -> Arc<Shard> {
+        let mut st = self.state.lock();
+        if st.shards.is_empty() {
+            let workers = tokio::runtime::Handle::current().metrics().num_workers();
+            let next = st.log_first_seq + st.log.len() as u64;
+            st.shards = (0..workers.clamp(1, fanout::MAX_SHARDS))
+                .map(|_| Shard::spawn(self, next, self.ring_len, self.min_gap))
+                .collect();
         }
+        let i = st.next_shard % st.shards.len();
+        st.next_shard = st.next_shard.wrapping_add(1);
+        Arc::clone(&st.shards[i])
     }
-
-    /// One task per room at a time waits for the end of the batch window
-    /// while events are held. Outside a runtime nothing could wait: they go
-    /// out at once.
-    fn arm_timer(&self, st: &mut RoomState) {
-        if st.timer_armed {
-            return;
-        }
-        let Some(mut at) = st.batcher.poll_timeout(batch_now()) else {
-            return;
-        };
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            if let Some(frame) = st.batcher.flush(batch_now()) {
-                self.send_frame(st, frame);
-            }
-            return;
-        };
-        st.timer_armed = true;
-        let me = self.me.clone();
-        handle.spawn(async move {
-            loop {
-                tokio::time::sleep_until(at.into()).await;
-                let Some(room) = me.upgrade() else { return };
-                let mut st = room.state.lock();
-                let now = batch_now();
-                room.check_fanout(&mut st, now);
-                if let Some(frame) = st.batcher.handle_timeout(now) {
-                    room.send_frame(&mut st, frame);
-                }
-                match st.batcher.poll_timeout(now) {
-                    Some(next) => at = next,
-                    None => {
-                        st.timer_armed = false;
-                        return;
-                    }
-                }
-            }
-        });
-    }
-}
-
-/// The batcher's time: tokio's clock (so a paused test clock and the
-/// batch timer agree), the system's outside a runtime.
-fn batch_now() -> Instant {
-    tokio::time::Instant::now().into_std()
 }
 
 /// Every room of this control plane. See the module doc for the contract.
@@ -536,13 +496,11 @@ impl Rooms {
         }
     }
 
-    /// The `hello` message and a subscription that starts right after it,
-    /// taken under the room's lock so no event falls in between: `recent`
-    /// holds only events already sent; any held for a batch come in it.
-    pub(crate) fn join(&self, room: &Room, you: Option<AccountId>) -> (Utf8Bytes, broadcast::Receiver<Utf8Bytes>) {
-        let st = room.state.lock();
-        let rx = room.events.subscribe();
-        let hello = Hello {
+    /// The `hello` message of a client joining now, from the room's state
+    /// under its lock (the fan-out shard takes the events published so far
+    /// in the same breath: see [`fanout`]).
+    fn hello(&self, room: &Room, st: &RoomState, you: Option<AccountId>) -> Utf8Bytes {
+        Hello {
             kind: "hello",
             channel: &room.channel,
             live: st.live,
@@ -550,8 +508,7 @@ impl Rooms {
             score: self.rules.score_at(st.log2_score, self.clock.now_ms()),
             you,
         }
-        .to_bytes(st.history.iter());
-        (hello, rx)
+        .to_bytes(st.history.iter())
     }
 
     pub(crate) fn metrics(&self) -> &ControlMetrics {
@@ -590,75 +547,57 @@ mod tests {
         (r, clock)
     }
 
-    /// The events of one frame: itself, or a batch's `events`.
-    fn events_of(frame: &Utf8Bytes) -> Vec<serde_json::Value> {
-        let v: serde_json::Value = serde_json::from_str(frame.as_str()).expect("json frame");
-        if v["type"] == "batch" {
-            return v["events"].as_array().expect("batch events").clone();
-        }
-        vec![v]
-    }
-
-    async fn next_frame(rx: &mut broadcast::Receiver<Utf8Bytes>) -> Utf8Bytes {
-        tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a frame within 5 s").expect("frame")
+    /// The room's log from event `from` on, parsed.
+    fn log_since(room: &Room, from: u64) -> Vec<serde_json::Value> {
+        let st = room.state.lock();
+        let skip = from.saturating_sub(st.log_first_seq) as usize;
+        st.log.iter().skip(skip).map(|e| serde_json::from_str(e.as_str()).expect("json event")).collect()
     }
 
     #[tokio::test]
     async fn stream_and_viewer_events_only_on_change() {
         let (rooms, _) = rooms();
         let room = rooms.room("show");
-        let (_, mut rx) = rooms.join(&room, None);
         rooms.stream_started("show");
         rooms.stream_started("show");
         let v = ViewerCounts { rtmp: 1, flv: 2, hls: 3 };
         rooms.set_viewers("show", v);
         rooms.set_viewers("show", v);
         rooms.stream_ended("show");
-        let mut got = Vec::new();
-        while got.len() < 3 {
-            got.extend(events_of(&next_frame(&mut rx).await));
-        }
+        let got = log_since(&room, 0);
         assert_eq!(got.len(), 3, "{got:?}");
         assert_eq!(got[0]["live"], true);
         assert_eq!(got[1]["total"], 6);
         assert_eq!(got[2]["live"], false);
         // A second change inside the interval waits for the ticker.
         rooms.set_viewers("show", ViewerCounts { rtmp: 9, ..v });
-        assert!(rx.try_recv().is_err(), "held back");
-        let late = next_frame(&mut rx).await;
-        assert!(late.as_str().contains(r#""rtmp":9"#), "{late}");
+        assert_eq!(log_since(&room, 3).len(), 0, "held back");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while log_since(&room, 3).is_empty() {
+            assert!(Instant::now() < deadline, "the ticker sends the held change");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(log_since(&room, 3)[0]["rtmp"], 9);
     }
 
-    #[tokio::test]
-    async fn events_within_a_window_share_one_frame_in_order_and_reach_history_once_sent() {
-        // A long window, so the four messages surely fall in one.
-        let (rooms, _) = rooms_with(RoomsConfig { batch_window_ms: 1_000, ..RoomsConfig::default() });
+    #[test]
+    fn the_log_keeps_the_last_events_in_order_and_counts_the_ones_it_let_go() {
+        let (rooms, _) = rooms();
         let room = rooms.room("show");
-        let (_, mut early) = rooms.join(&room, None);
         let ann = crate::store::Caller { account_id: 7, handle: "ann".into() };
-        for text in ["m0", "m1", "m2", "m3"] {
-            assert!(rooms.handle_chat(&room, Some(&ann), text).is_ok());
+        let extra = 10;
+        for i in 0..ROOM_LOG_EVENTS + extra {
+            // Around the chat limits: the log is what is tested here.
+            let mut st = room.state.lock();
+            let bytes = Event::Chat { id: i as u64, account: ann.account_id, handle: &ann.handle, text: "x", ts_ms: 0 }.to_bytes();
+            room.publish(&mut st, bytes, true);
         }
-        // The first found the room quiet: sent at once, on its own.
-        let first = early.try_recv().expect("the first message is not held");
-        assert_eq!(events_of(&first).len(), 1);
-        assert!(early.try_recv().is_err(), "the others wait for the window");
-        // A client joining now gets the sent one in `hello`, the held ones
-        // in its subscription: each exactly once.
-        let (hello, mut late) = rooms.join(&room, None);
-        let hello: serde_json::Value = serde_json::from_str(hello.as_str()).expect("json");
-        assert_eq!(hello["recent"].as_array().map(Vec::len), Some(1));
-        for rx in [&mut early, &mut late] {
-            let frame = next_frame(rx).await;
-            let v: serde_json::Value = serde_json::from_str(frame.as_str()).expect("json");
-            assert_eq!(v["type"], "batch", "{frame}");
-            let texts: Vec<&str> = v["events"].as_array().expect("events").iter().filter_map(|e| e["text"].as_str()).collect();
-            assert_eq!(texts, ["m1", "m2", "m3"]);
-            assert!(rx.try_recv().is_err(), "nothing else: none sent twice");
-        }
-        let (hello, _) = rooms.join(&room, None);
-        let hello: serde_json::Value = serde_json::from_str(hello.as_str()).expect("json");
-        assert_eq!(hello["recent"].as_array().map(Vec::len), Some(4), "sent, then history");
+        let st = room.state.lock();
+        assert_eq!(st.log.len(), ROOM_LOG_EVENTS);
+        assert_eq!(st.log_first_seq, extra as u64);
+        let first: serde_json::Value = serde_json::from_str(st.log[0].as_str()).expect("json");
+        assert_eq!(first["id"], extra, "the oldest kept is the one after those let go");
+        assert_eq!(st.history.len(), RoomsConfig::default().history_len);
     }
 
     #[test]
@@ -670,7 +609,7 @@ mod tests {
         assert_eq!(rooms.handle_chat(&room, Some(&ann), "hi"), Ok(true));
         rooms.mark_active(7, 1);
         assert_eq!(rooms.handle_chat(&room, Some(&ann), "again"), Ok(false));
-        let (hello, _) = rooms.join(&room, Some(7));
+        let hello = rooms.hello(&room, &room.state.lock(), Some(7));
         let v: serde_json::Value = serde_json::from_str(hello.as_str()).expect("json");
         assert_eq!(v["you"], 7);
         assert_eq!(v["recent"][1]["text"], "again");

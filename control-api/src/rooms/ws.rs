@@ -1,32 +1,31 @@
-//! `GET /v1/rooms/{channel}/ws`: two tasks per client. The writer sends
-//! `hello`, then the room's shared events and the replies to the client's
-//! own messages; the reader reads chat messages. Anyone may read; chat
-//! needs `?token=API_TOKEN` (browsers cannot set WebSocket headers).
+//! `GET /v1/rooms/{channel}/ws`: anyone may read; chat needs
+//! `?token=API_TOKEN` (browsers cannot set WebSocket headers).
 //!
-//! Why two: a task polls every branch it waits on each time it wakes, and
-//! polling the WebSocket's inbound half zeroes its read buffer. With one
-//! task that happened on every outbound frame, 10,000 times per frame in a
-//! big room; the reader's task wakes only on input.
+//! A client's write half goes to one of its room's fan-out shards
+//! ([`super::fanout`]), which sends `hello`, then the room's events and the
+//! replies to the client's own messages; its read half goes to a reader
+//! task of its own, which wakes only on input (polling the inbound half
+//! zeroes its read buffer, so nothing else should).
 //!
 //! A client is dropped, with a close frame saying why where the socket
 //! still takes one, when it falls more than `client_queue_events` frames
-//! behind (`lagged`), when a send does not finish in `send_timeout_ms`
+//! behind (`lagged`), when a write does not finish in `send_timeout_ms`
 //! (`send_timeout`), or when it breaks the protocol or sends a frame over
 //! `max_inbound_frame_bytes` (`protocol`).
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::events::Event;
+use super::fanout::{AbortOnDrop, Attention, ClientConn, DropReason, FromReader, Presence};
 use super::{ChatRefusal, Room, Rooms};
 use crate::api::ApiError;
 use crate::plane::{blocking, Inner};
@@ -37,12 +36,8 @@ use crate::store::{Caller, Store};
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Cap of a client's pending outbound bytes inside tungstenite.
 const MAX_WRITE_BUFFER_BYTES: usize = 1 << 20;
-/// How long a close frame to a dropped client may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
-/// Frames already queued for a client go out in one write, up to this many
-/// (no waiting here: the room batches; see `rooms::batch`).
-const MAX_FRAMES_PER_WRITE: usize = 32;
-/// Bytes a client's frames may gather before tungstenite writes them.
+/// Bytes a client's frames may gather before tungstenite writes them (the
+/// shard flushes after each visit anyway).
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
 /// `?token=` and `?share=`.
@@ -120,159 +115,36 @@ struct Client {
     send_timeout: Duration,
 }
 
-/// Why the server dropped a client.
-#[derive(Debug)]
-enum DropReason {
-    Lagged(u64),
-    SendTimeout,
-    Protocol(String),
-}
-
-impl DropReason {
-    fn label(&self) -> &'static str {
-        match self {
-            DropReason::Lagged(_) => "lagged",
-            DropReason::SendTimeout => "send_timeout",
-            DropReason::Protocol(_) => "protocol",
-        }
-    }
-}
-
-/// Counts the client in its room and in the gauge for as long as it lives.
-struct Presence {
-    room: Arc<Room>,
-    rooms: Arc<Rooms>,
-}
-
-impl Presence {
-    fn new(room: &Arc<Room>, rooms: &Arc<Rooms>) -> Self {
-        room.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        rooms.metrics().ws_clients.inc();
-        Presence {
-            room: Arc::clone(room),
-            rooms: Arc::clone(rooms),
-        }
-    }
-}
-
-impl Drop for Presence {
-    fn drop(&mut self) {
-        self.room.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        self.rooms.metrics().ws_clients.dec();
-    }
-}
-
-type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 type InboundHalf = futures_util::stream::SplitStream<WebSocket>;
 
-/// What the reader tells the writer.
-enum FromReader {
-    /// An error event for this client (a refused chat, a binary frame).
-    Reply(Utf8Bytes),
-    /// The client closed (`Ok`) or broke the protocol.
-    Ended(Result<(), DropReason>),
-}
-
-/// Replies the reader may have waiting for the writer; beyond that it stops
+/// Replies the reader may have waiting for the shard; beyond that it stops
 /// reading (and TCP pushes back on the client).
 const READER_QUEUE: usize = 8;
-
-/// Ends the reader's task with the writer's.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 fn protocol(e: axum::Error) -> DropReason {
     DropReason::Protocol(e.to_string())
 }
 
 impl Client {
+    /// Splits the socket: the write half goes to one of the room's fan-out
+    /// shards (which sends `hello`, then the room's events and this
+    /// client's replies), the read half to a reader task of its own.
     async fn run(self, socket: WebSocket) {
-        let _presence = Presence::new(&self.room, &self.rooms);
+        let presence = Presence::new(&self.room, &self.rooms);
         let span = tracing::debug_span!("room_client", channel = %self.room.channel(), account = ?self.caller.as_ref().map(|c| c.account_id));
-        let (mut sink, inbound) = socket.split();
-        let outcome = tracing::Instrument::instrument(self.serve(&mut sink, inbound), span).await;
-        if let Err(reason) = outcome {
-            self.rooms.metrics().ws_drops.with_label_values(&[reason.label()]).inc();
-            tracing::debug!(reason = ?reason, "room client dropped");
-            let text = match &reason {
-                DropReason::Lagged(n) => format!("too slow: {n} frames behind"),
-                DropReason::SendTimeout => "too slow: send timed out".to_string(),
-                DropReason::Protocol(e) => format!("protocol error: {e}"),
-            };
-            let frame = CloseFrame {
-                // 1008: policy violation.
-                code: 1008,
-                reason: Utf8Bytes::from(text.chars().take(100).collect::<String>()),
-            };
-            // A stuck socket will not take it either; do not wait long.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
-        }
+        let (sink, inbound) = socket.split();
+        let shard = self.room.shard_for_new_client();
+        let attention = shard.attention();
+        let (tx, from_reader) = tokio::sync::mpsc::channel(READER_QUEUE);
+        let you = self.caller.as_ref().map(|c| c.account_id);
+        let send_timeout = self.send_timeout;
+        let reader = tokio::spawn(tracing::Instrument::instrument(self.read(inbound, tx, Arc::clone(&attention)), span));
+        let reader = AbortOnDrop(reader.abort_handle());
+        shard.attach(ClientConn::new(sink, from_reader, attention, you, send_timeout, presence, reader));
     }
 
-    async fn send(&self, sink: &mut Sink, msg: Message) -> Result<(), DropReason> {
-        self.timed(async { sink.send(msg).await.map_err(protocol) }).await
-    }
-
-    /// One timer for a whole write, however many frames it carries.
-    async fn timed(&self, op: impl std::future::Future<Output = Result<(), DropReason>>) -> Result<(), DropReason> {
-        tokio::time::timeout(self.send_timeout, op).await.unwrap_or(Err(DropReason::SendTimeout))
-    }
-
-    /// Writes `first` and whatever else is already queued in one flush: at
-    /// 10,000 clients a busy room costs one write per client per wake-up,
-    /// not one per event.
-    async fn send_queued(
-        &self,
-        sink: &mut Sink,
-        first: Utf8Bytes,
-        events: &mut tokio::sync::broadcast::Receiver<Utf8Bytes>,
-    ) -> Result<(), DropReason> {
-        self.timed(async {
-            sink.feed(Message::Text(first)).await.map_err(protocol)?;
-            for _ in 1..MAX_FRAMES_PER_WRITE {
-                match events.try_recv() {
-                    Ok(next) => sink.feed(Message::Text(next)).await.map_err(protocol)?,
-                    Err(TryRecvError::Lagged(n)) => return Err(DropReason::Lagged(n)),
-                    // Empty, or closed (the next recv says so).
-                    Err(_) => break,
-                }
-            }
-            sink.flush().await.map_err(protocol)
-        })
-        .await
-    }
-
-    async fn serve(&self, sink: &mut Sink, inbound: InboundHalf) -> Result<(), DropReason> {
-        let (hello, mut events) = self
-            .rooms
-            .join(&self.room, self.caller.as_ref().map(|c| c.account_id));
-        self.send(sink, Message::Text(hello)).await?;
-        let (tx, mut from_reader) = tokio::sync::mpsc::channel(READER_QUEUE);
-        let reader = tokio::spawn(tracing::Instrument::in_current_span(self.clone().read(inbound, tx)));
-        let _reader = AbortOnDrop(reader.abort_handle());
-        loop {
-            tokio::select! {
-                ev = events.recv() => match ev {
-                    Ok(bytes) => self.send_queued(sink, bytes, &mut events).await?,
-                    Err(RecvError::Lagged(n)) => return Err(DropReason::Lagged(n)),
-                    Err(RecvError::Closed) => return Ok(()),
-                },
-                msg = from_reader.recv() => match msg {
-                    Some(FromReader::Reply(text)) => self.send(sink, Message::Text(text)).await?,
-                    Some(FromReader::Ended(outcome)) => return outcome,
-                    None => return Ok(()),
-                },
-            }
-        }
-    }
-
-    /// The reader's task: chat messages in, refusals out to the writer.
-    async fn read(self, mut inbound: InboundHalf, to_writer: tokio::sync::mpsc::Sender<FromReader>) {
+    /// The reader's task: chat messages in, refusals out to the shard.
+    async fn read(self, mut inbound: InboundHalf, to_shard: tokio::sync::mpsc::Sender<FromReader>, attention: Arc<Attention>) {
         let outcome = loop {
             let reply = match inbound.next().await {
                 Some(Ok(Message::Text(t))) => match self.handle_text(t.as_str()) {
@@ -288,11 +160,16 @@ impl Client {
                 Some(Ok(_)) => continue, // ping and pong are answered by tungstenite
                 Some(Err(e)) => break Err(protocol(e)),
             };
-            if to_writer.send(FromReader::Reply(reply)).await.is_err() {
-                return; // the writer is gone
+            if to_shard.send(FromReader::Reply(reply)).await.is_err() {
+                return; // the client is gone
             }
+            attention.raise();
         };
-        let _ = to_writer.send(FromReader::Ended(outcome)).await;
+        if let Err(reason) = &outcome {
+            tracing::debug!(reason = ?reason, "room client broke the protocol");
+        }
+        let _ = to_shard.send(FromReader::Ended(outcome)).await;
+        attention.raise();
     }
 
     fn handle_text(&self, text: &str) -> Result<(), ChatRefusal> {

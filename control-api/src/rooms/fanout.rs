@@ -1,0 +1,565 @@
+//! A room's fan-out: a few shard tasks (one per runtime worker, at most
+//! [`MAX_SHARDS`]) write the room's events to every client, instead of one
+//! task per client woken per frame.
+//!
+//! Each shard owns its clients' WebSocket write halves. When it wakes (an
+//! event was published, a client joined, a reader has a reply or ended) it
+//! takes every event the room published since its last round, under the
+//! room's lock, and makes one frame of them (a lone event goes out bare,
+//! several as `{"type":"batch","events":[...]}`, at most
+//! [`MAX_BATCH_EVENTS`] events and about [`MAX_BATCH_BYTES`] bytes each).
+//! Then it visits its clients in turn and gives each, without waiting, what
+//! it has not had: its private messages first (`hello`, refusals of its
+//! own input), then the frames from its cursor on, in one socket write.
+//!
+//! So the batching clocks itself: a quiet room sends an event at once; a
+//! room whose round over 10,000 sockets takes 80 ms sends each client one
+//! frame per round, carrying what came meanwhile. `batch_window_ms` is the
+//! shortest time between two frames of a shard, which bounds frames per
+//! client per second in a small busy room.
+//!
+//! A client whose socket does not take its write at once leaves the round:
+//! its own task waits for the socket (at most `send_timeout_ms`, else it is
+//! dropped as `send_timeout`), then hands it back to the shard, which goes
+//! on from the client's cursor. A client further behind than the shard's
+//! ring of `client_queue_events` frames is dropped as `lagged`. Nothing
+//! waits for a slow client but itself.
+//!
+//! A joining client gets `hello` from its shard, built under the room's
+//! lock in the same breath as the shard takes the events published so far:
+//! what is in `hello` never comes again as an event, and every later event
+//! comes once, in order.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::SplitSink;
+use futures_util::{Sink, SinkExt};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+
+use super::{Room, Rooms};
+use crate::store::AccountId;
+
+/// Most events in one batch frame.
+pub(crate) const MAX_BATCH_EVENTS: usize = 64;
+/// A batch frame is cut once its events reach this many bytes, so a frame
+/// (and the shard's ring of them) stays small.
+pub(crate) const MAX_BATCH_BYTES: usize = 32 * 1024;
+/// Shards per room at most (one per runtime worker below that).
+pub(crate) const MAX_SHARDS: usize = 8;
+/// A round lets other tasks run after visiting this many clients.
+const YIELD_EVERY: usize = 128;
+/// How long a close frame to a dropped client may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
+
+pub(crate) type WsSink = SplitSink<WebSocket, Message>;
+
+/// Why the server dropped a client.
+#[derive(Debug)]
+pub(crate) enum DropReason {
+    Lagged(u64),
+    SendTimeout,
+    Protocol(String),
+}
+
+impl DropReason {
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            DropReason::Lagged(_) => "lagged",
+            DropReason::SendTimeout => "send_timeout",
+            DropReason::Protocol(_) => "protocol",
+        }
+    }
+
+    fn close_text(&self) -> String {
+        match self {
+            DropReason::Lagged(n) => format!("too slow: {n} frames behind"),
+            DropReason::SendTimeout => "too slow: send timed out".to_string(),
+            DropReason::Protocol(e) => format!("protocol error: {e}"),
+        }
+    }
+}
+
+/// What a client's reader tells its shard.
+#[derive(Debug)]
+pub(crate) enum FromReader {
+    /// An error event for this client (a refused chat, a binary frame).
+    Reply(Utf8Bytes),
+    /// The client closed (`Ok`) or broke the protocol.
+    Ended(Result<(), DropReason>),
+}
+
+/// Counts the client in its room and in the gauge for as long as it lives.
+pub(crate) struct Presence {
+    room: Arc<Room>,
+    rooms: Arc<Rooms>,
+}
+
+impl Presence {
+    pub(crate) fn new(room: &Arc<Room>, rooms: &Arc<Rooms>) -> Self {
+        room.clients.fetch_add(1, Ordering::Relaxed);
+        rooms.metrics().ws_clients.inc();
+        Presence { room: Arc::clone(room), rooms: Arc::clone(rooms) }
+    }
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        self.room.clients.fetch_sub(1, Ordering::Relaxed);
+        self.rooms.metrics().ws_clients.dec();
+    }
+}
+
+/// Ends the reader's task with the client.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The reader's way to get its shard's attention.
+#[derive(Debug)]
+pub(crate) struct Attention {
+    flag: AtomicBool,
+    shard: Arc<Shard>,
+}
+
+impl Attention {
+    /// After queueing something for the shard: look at this client.
+    pub(crate) fn raise(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.shard.wake.notify_one();
+    }
+
+    fn take(&self) -> bool {
+        self.flag.load(Ordering::Relaxed) && self.flag.swap(false, Ordering::Acquire)
+    }
+}
+
+/// One client as its shard holds it.
+pub(crate) struct ClientConn {
+    sink: WsSink,
+    from_reader: mpsc::Receiver<FromReader>,
+    attention: Arc<Attention>,
+    /// `hello` and replies, written before any frame.
+    private: VecDeque<Utf8Bytes>,
+    /// The shard frame this client needs next; none until it had `hello`.
+    cursor: Option<u64>,
+    you: Option<AccountId>,
+    send_timeout: Duration,
+    rooms: Arc<Rooms>,
+    _presence: Presence,
+    _reader: AbortOnDrop,
+}
+
+impl ClientConn {
+    /// A client, to be handed to [`Shard::attach`].
+    pub(crate) fn new(
+        sink: WsSink,
+        from_reader: mpsc::Receiver<FromReader>,
+        attention: Arc<Attention>,
+        you: Option<AccountId>,
+        send_timeout: Duration,
+        presence: Presence,
+        reader: AbortOnDrop,
+    ) -> Self {
+        let rooms = Arc::clone(&presence.rooms);
+        ClientConn {
+            sink,
+            from_reader,
+            attention,
+            private: VecDeque::new(),
+            cursor: None,
+            you,
+            send_timeout,
+            rooms,
+            _presence: presence,
+            _reader: reader,
+        }
+    }
+
+    /// Drops the client: counted and logged; a close frame with the reason
+    /// where the socket still takes one (from a task of its own: a stuck
+    /// socket holds up nobody).
+    fn drop_for(self, reason: DropReason) {
+        self.rooms.metrics().ws_drops.with_label_values(&[reason.label()]).inc();
+        tracing::debug!(reason = ?reason, "room client dropped");
+        let frame = CloseFrame {
+            // 1008: policy violation.
+            code: 1008,
+            reason: Utf8Bytes::from(reason.close_text().chars().take(100).collect::<String>()),
+        };
+        let mut me = self;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, me.sink.send(Message::Close(Some(frame)))).await;
+        });
+    }
+}
+
+/// What one visit of a client came to.
+enum Visit {
+    /// Written (or nothing to write).
+    Done,
+    /// The socket did not take everything: its own task waits for it.
+    Blocked,
+    /// Drop it (`Ok`: it closed).
+    Gone(Result<(), DropReason>),
+}
+
+/// One shard of a room's clients and its task.
+#[derive(Debug)]
+pub(crate) struct Shard {
+    room: Weak<Room>,
+    /// Clients to take in at the next round: new ones, and ones back from
+    /// waiting for their socket.
+    joining: Mutex<Vec<Joiner>>,
+    wake: Notify,
+}
+
+/// A client in the joining queue.
+struct Joiner(ClientConn);
+
+impl std::fmt::Debug for Joiner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientConn")
+    }
+}
+
+/// The shard's own state, owned by its task.
+struct Round {
+    clients: Vec<ClientConn>,
+    /// The last `ring_len` frames, the first being `first_seq`.
+    frames: VecDeque<Utf8Bytes>,
+    first_seq: u64,
+    ring_len: usize,
+    /// The next room event this shard needs.
+    log_cursor: u64,
+    min_gap: Duration,
+    last_frame_at: Option<Instant>,
+}
+
+impl Round {
+    fn next_seq(&self) -> u64 {
+        self.first_seq + self.frames.len() as u64
+    }
+
+    fn push_frame(&mut self, frame: Utf8Bytes) {
+        if self.frames.len() >= self.ring_len {
+            self.frames.pop_front();
+            self.first_seq += 1;
+        }
+        self.frames.push_back(frame);
+    }
+}
+
+impl Shard {
+    /// A shard of `room` and its task (needs a tokio runtime); it starts
+    /// with the room's next event.
+    pub(super) fn spawn(room: &Arc<Room>, log_cursor: u64, ring_len: usize, min_gap: Duration) -> Arc<Shard> {
+        let shard = Arc::new(Shard { room: Arc::downgrade(room), joining: Mutex::new(Vec::new()), wake: Notify::new() });
+        let round = Round {
+            clients: Vec::new(),
+            frames: VecDeque::new(),
+            first_seq: 0,
+            ring_len: ring_len.max(1),
+            log_cursor,
+            min_gap,
+            last_frame_at: None,
+        };
+        let run = Arc::clone(&shard);
+        let channel = room.channel().to_string();
+        // Unconstrained: a round is thousands of socket writes in one poll,
+        // and tokio's cooperative budget would otherwise fail all but the
+        // first hundred or so as "not ready" (and send their clients off to
+        // wait for sockets that are not full). A round is bounded work, and
+        // the task waits between rounds.
+        tokio::spawn(tokio::task::coop::unconstrained(async move {
+            run.run(round).await;
+            tracing::debug!(%channel, "room fan-out shard ended");
+        }));
+        shard
+    }
+
+    /// The attention handle a new client's reader raises.
+    pub(crate) fn attention(self: &Arc<Self>) -> Arc<Attention> {
+        Arc::new(Attention { flag: AtomicBool::new(false), shard: Arc::clone(self) })
+    }
+
+    /// Takes a client in: it gets `hello`, then every later event.
+    pub(crate) fn attach(&self, client: ClientConn) {
+        self.joining.lock().push(Joiner(client));
+        self.wake.notify_one();
+    }
+
+    /// The room published an event.
+    pub(super) fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    fn rejoin(&self, client: ClientConn) {
+        self.joining.lock().push(Joiner(client));
+        self.wake.notify_one();
+    }
+
+    async fn run(self: Arc<Self>, mut round: Round) {
+        let mut due: Option<Instant> = None;
+        loop {
+            match due {
+                Some(at) => {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => self.wake.notified().await,
+            }
+            let Some(room) = self.room.upgrade() else { return };
+            due = self.round(&room, &mut round).await;
+        }
+    }
+
+    /// One round: new events into a frame, joiners in, every client given
+    /// what it lacks. Returns when to run again for events held back by
+    /// `batch_window_ms`. Clients that join or come back during the round
+    /// wait for the next one; the room's lock is not held across a yield.
+    async fn round(self: &Arc<Self>, room: &Arc<Room>, round: &mut Round) -> Option<Instant> {
+        let mut joining: Vec<Joiner> = std::mem::take(&mut *self.joining.lock());
+        let mut due = self.take_events(room, round, &mut joining);
+        let next_seq = round.next_seq();
+        for Joiner(mut c) in joining {
+            if c.cursor.is_none() {
+                c.cursor = Some(next_seq);
+            }
+            // Whatever its reader queued meanwhile.
+            c.attention.flag.store(true, Ordering::Relaxed);
+            round.clients.push(c);
+        }
+        let mut i = 0;
+        let mut visited = 0;
+        while i < round.clients.len() {
+            visited += 1;
+            if visited % YIELD_EVERY == 0 {
+                // Let this worker's other tasks (readers, HTTP) run: a round
+                // of a big room is tens of milliseconds of writes. Then take
+                // what was published meanwhile, so the clients still to come
+                // in this round get it now, not a round later.
+                tokio::task::yield_now().await;
+                due = self.take_events(room, round, &mut Vec::new());
+            }
+            match visit(&mut round.clients[i], &round.frames, round.first_seq) {
+                Visit::Done => i += 1,
+                Visit::Blocked => {
+                    let c = round.clients.swap_remove(i);
+                    tokio::spawn(wait_for_socket(c, Arc::clone(self)));
+                }
+                Visit::Gone(outcome) => {
+                    let c = round.clients.swap_remove(i);
+                    match outcome {
+                        Ok(()) => drop(c),
+                        Err(reason) => c.drop_for(reason),
+                    }
+                }
+            }
+        }
+        due
+    }
+
+    /// Takes the events published since the last frame as new frames when
+    /// `batch_window_ms` allows (always when a client joins: its `hello`,
+    /// built here under the same lock, holds everything published so far,
+    /// so that must be out of the log before its first frame). Returns when
+    /// to look again for events held back.
+    fn take_events(&self, room: &Room, round: &mut Round, joining: &mut [Joiner]) -> Option<Instant> {
+        let now = Instant::now();
+        let gap_over = round.last_frame_at.is_none_or(|t| now >= t + round.min_gap);
+        let mut missed = 0;
+        let events: Vec<Utf8Bytes> = {
+            let st = room.state.lock();
+            let next = st.log_first_seq + st.log.len() as u64;
+            let pending = next > round.log_cursor;
+            let new_client = joining.iter().any(|c| c.0.cursor.is_none());
+            for c in joining.iter_mut().filter(|c| c.0.cursor.is_none()) {
+                let hello = c.0.rooms.hello(room, &st, c.0.you);
+                c.0.private.push_back(hello);
+            }
+            if !pending {
+                return None;
+            }
+            if !gap_over && !new_client {
+                return round.last_frame_at.map(|t| t + round.min_gap);
+            }
+            if round.log_cursor < st.log_first_seq {
+                missed = st.log_first_seq - round.log_cursor;
+                round.log_cursor = st.log_first_seq;
+            }
+            let skip = (round.log_cursor - st.log_first_seq) as usize;
+            round.log_cursor = next;
+            st.log.iter().skip(skip).cloned().collect()
+        };
+        if missed > 0 {
+            // The log outran this shard (thousands of events in one round):
+            // its clients lost events, so they start over.
+            tracing::warn!(channel = %room.channel(), missed, "room fan-out fell behind its log; dropping its clients");
+            for c in round.clients.drain(..) {
+                c.drop_for(DropReason::Lagged(missed));
+            }
+        }
+        for frame in frames_of(&events) {
+            round.push_frame(frame);
+        }
+        round.last_frame_at = Some(now);
+        None
+    }
+}
+
+/// Gives a client its replies and the frames it lacks, without waiting.
+fn visit(c: &mut ClientConn, frames: &VecDeque<Utf8Bytes>, first_seq: u64) -> Visit {
+    if c.attention.take() {
+        loop {
+            match c.from_reader.try_recv() {
+                Ok(FromReader::Reply(text)) => c.private.push_back(text),
+                Ok(FromReader::Ended(outcome)) => return Visit::Gone(outcome),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return Visit::Gone(Ok(())),
+            }
+        }
+    }
+    let Some(cursor) = c.cursor else { return Visit::Done };
+    let end = first_seq + frames.len() as u64;
+    if cursor < first_seq {
+        return Visit::Gone(Err(DropReason::Lagged(end - cursor)));
+    }
+    if c.private.is_empty() && cursor == end {
+        return Visit::Done;
+    }
+    // Nothing here may wait: a full socket sends the client to its own task.
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut sink = Pin::new(&mut c.sink);
+    loop {
+        let next = match c.private.front() {
+            Some(m) => m.clone(),
+            None => match c.cursor {
+                Some(n) if n < end => frames[(n - first_seq) as usize].clone(),
+                _ => break,
+            },
+        };
+        match sink.as_mut().poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Visit::Gone(Err(DropReason::Protocol(e.to_string()))),
+            Poll::Pending => return Visit::Blocked,
+        }
+        if let Err(e) = sink.as_mut().start_send(Message::Text(next)) {
+            return Visit::Gone(Err(DropReason::Protocol(e.to_string())));
+        }
+        if c.private.pop_front().is_none() {
+            c.cursor = c.cursor.map(|n| n + 1);
+        }
+    }
+    match sink.poll_flush(&mut cx) {
+        Poll::Ready(Ok(())) => Visit::Done,
+        Poll::Ready(Err(e)) => Visit::Gone(Err(DropReason::Protocol(e.to_string()))),
+        Poll::Pending => Visit::Blocked,
+    }
+}
+
+/// A client whose socket was full: wait for it (bounded), then back to the
+/// shard, which goes on from its cursor.
+async fn wait_for_socket(mut c: ClientConn, shard: Arc<Shard>) {
+    c.rooms.metrics().ws_socket_waits.inc();
+    match tokio::time::timeout(c.send_timeout, c.sink.flush()).await {
+        Ok(Ok(())) => shard.rejoin(c),
+        Ok(Err(e)) => c.drop_for(DropReason::Protocol(e.to_string())),
+        Err(_) => c.drop_for(DropReason::SendTimeout),
+    }
+}
+
+/// Events as frames: a lone event bare, more as `batch` frames of at most
+/// [`MAX_BATCH_EVENTS`] events and about [`MAX_BATCH_BYTES`] bytes, in
+/// order.
+pub(crate) fn frames_of(events: &[Utf8Bytes]) -> Vec<Utf8Bytes> {
+    let mut frames = Vec::new();
+    let mut start = 0;
+    while start < events.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < events.len() && end - start < MAX_BATCH_EVENTS && (end == start || bytes < MAX_BATCH_BYTES) {
+            bytes += events[end].len();
+            end += 1;
+        }
+        frames.push(frame_text(&events[start..end]));
+        start = end;
+    }
+    frames
+}
+
+/// One event bare; several as a `batch` with the already-serialized events
+/// spliced in (no event is serialized twice).
+fn frame_text(events: &[Utf8Bytes]) -> Utf8Bytes {
+    if let [one] = events {
+        return one.clone();
+    }
+    let len: usize = events.iter().map(|e| e.len() + 1).sum();
+    let mut s = String::with_capacity(len + 32);
+    s.push_str(r#"{"type":"batch","events":"#);
+    super::events::push_array(&mut s, events.iter());
+    s.push('}');
+    Utf8Bytes::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(n: usize, len: usize) -> Utf8Bytes {
+        let pad = "x".repeat(len.saturating_sub(30));
+        Utf8Bytes::from(format!(r#"{{"type":"chat","id":{n},"t":"{pad}"}}"#))
+    }
+
+    fn ids(frame: &Utf8Bytes) -> Vec<u64> {
+        let v: serde_json::Value = serde_json::from_str(frame.as_str()).expect("valid json");
+        match v["type"].as_str() {
+            Some("batch") => v["events"].as_array().expect("events").iter().filter_map(|e| e["id"].as_u64()).collect(),
+            _ => v["id"].as_u64().into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn a_lone_event_is_its_own_frame_and_more_share_one_in_order() {
+        let one = frames_of(&[ev(1, 40)]);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].as_str(), ev(1, 40).as_str(), "bare, byte for byte");
+        let three = frames_of(&[ev(1, 40), ev(2, 40), ev(3, 40)]);
+        assert_eq!(three.len(), 1);
+        assert!(three[0].as_str().starts_with(r#"{"type":"batch","events":[{"type":"chat","id":1"#));
+        assert_eq!(ids(&three[0]), [1, 2, 3]);
+        assert!(frames_of(&[]).is_empty());
+    }
+
+    #[test]
+    fn frames_are_cut_by_event_count_and_bytes_and_keep_every_event_once() {
+        let many: Vec<Utf8Bytes> = (0..MAX_BATCH_EVENTS * 2 + 5).map(|n| ev(n, 40)).collect();
+        let frames = frames_of(&many);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(ids(&frames[0]).len(), MAX_BATCH_EVENTS);
+        let all: Vec<u64> = frames.iter().flat_map(ids).collect();
+        assert_eq!(all, (0..many.len() as u64).collect::<Vec<_>>());
+
+        // Just over half the cap each: two reach it, so two per frame.
+        let big: Vec<Utf8Bytes> = (0..6).map(|n| ev(n, MAX_BATCH_BYTES / 2 + 100)).collect();
+        let frames = frames_of(&big);
+        assert_eq!(frames.len(), 3, "two such events per frame");
+        assert!(frames.iter().all(|f| f.len() < MAX_BATCH_BYTES + 1024));
+        let huge = frames_of(&[ev(0, MAX_BATCH_BYTES * 2), ev(1, 40)]);
+        assert_eq!(huge.len(), 2, "an event over the cap goes alone");
+        assert_eq!(huge.iter().flat_map(ids).collect::<Vec<_>>(), [0, 1]);
+    }
+}
