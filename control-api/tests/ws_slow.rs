@@ -11,6 +11,15 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message;
 
+/// Reads a client's first frame, which must be `hello`.
+async fn expect_hello<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("hello in time").expect("open").expect("frame");
+    assert_eq!(frame_events(m.to_text().expect("text"))[0]["type"], "hello");
+}
+
 /// The sum of a counter (over its labels).
 fn counter(registry: &prometheus::Registry, name: &str) -> f64 {
     registry
@@ -47,6 +56,7 @@ async fn a_reader_that_never_reads_is_dropped_and_the_room_flows_on() {
     let (mut talker, _) = tokio_tungstenite::connect_async(s.ws_url("star", Some(&alice)))
         .await
         .expect("connect");
+    expect_hello(&mut talker).await;
     let room = s.plane.rooms().room("star");
 
     // Batches of 8 big messages, each batch read back by the talker: a
@@ -136,24 +146,31 @@ async fn a_reader_that_pauses_until_its_socket_fills_gets_every_event_once_in_or
     let tcp = sock.connect(addr).await.expect("connect");
     let (mut paused, _) = tokio_tungstenite::client_async(s.ws_url("star", None), tcp).await.expect("handshake");
     let (mut talker, _) = tokio_tungstenite::connect_async(s.ws_url("star", Some(&alice))).await.expect("connect");
+    // Both have joined: every message below comes to both as an event.
+    expect_hello(&mut paused).await;
+    expect_hello(&mut talker).await;
 
-    // Send until the paused client's socket is full and it has waited for
-    // it (bounded in count and time), each message read back by the talker.
+    // Send until the paused client's socket must be full: more than the
+    // kernel lets a socket buffer (its send buffer grows to at most
+    // tcp_wmem's maximum) and it has waited for it (bounded in count and
+    // time), each message read back by the talker.
+    let wmem = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").expect("tcp_wmem");
+    let wmem_max: usize = wmem.split_whitespace().nth(2).and_then(|v| v.parse().ok()).expect("tcp_wmem max");
+    let must_send = wmem_max + 512 * 1024;
     let text = "p".repeat(450);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let mut sent = 0usize;
-    while socket_waits(&registry) < 1.0 {
-        // The kernel takes megabytes for a loopback socket before it is full.
-        assert!(sent < 30_000 && Instant::now() < deadline, "the paused client never waited after {sent} messages");
+    while sent * text.len() < must_send || socket_waits(&registry) < 1.0 {
+        assert!(sent < 40_000 && Instant::now() < deadline, "the paused client never waited after {sent} messages");
         talker
             .send(Message::text(json!({"type": "chat", "text": format!("{sent}:{text}")}).to_string()))
             .await
             .expect("send");
         sent += 1;
-        if sent.is_multiple_of(20) {
+        if sent.is_multiple_of(100) {
             // Let the room keep up with the talker (it reads its own echoes).
             let mut seen = 0;
-            while seen < 20 {
+            while seen < 100 {
                 let m = tokio::time::timeout(Duration::from_secs(5), talker.next()).await.expect("echo").expect("open").expect("frame");
                 if let Message::Text(t) = m {
                     seen += frame_events(t.as_str()).iter().filter(|e| e["type"] == "chat").count();
@@ -171,8 +188,6 @@ async fn a_reader_that_pauses_until_its_socket_fills_gets_every_event_once_in_or
 
     // Now it reads: every message once, in order, and it was never dropped.
     let mut got = Vec::new();
-    let hello = tokio::time::timeout(Duration::from_secs(5), paused.next()).await.expect("hello").expect("open").expect("frame");
-    assert_eq!(frame_events(hello.to_text().expect("text"))[0]["type"], "hello");
     loop {
         let m = tokio::time::timeout(Duration::from_secs(10), paused.next())
             .await

@@ -370,6 +370,11 @@ impl Shard {
                 }
             }
         }
+        if round.next_seq() > next_seq {
+            // Frames taken during the round missed the clients visited
+            // before: another round, at once, for them.
+            self.wake.notify_one();
+        }
         due
     }
 
@@ -406,12 +411,13 @@ impl Shard {
             st.log.iter().skip(skip).cloned().collect()
         };
         if missed > 0 {
-            // The log outran this shard (thousands of events in one round):
-            // its clients lost events, so they start over.
-            tracing::warn!(channel = %room.channel(), missed, "room fan-out fell behind its log; dropping its clients");
-            for c in round.clients.drain(..) {
-                c.drop_for(DropReason::Lagged(missed));
-            }
+            // The log outran this shard (thousands of events between two
+            // takes): every client it has, here, joining again or waiting
+            // for its socket, lost events. Emptying the ring past every
+            // cursor drops each as lagged at its next visit.
+            tracing::warn!(channel = %room.channel(), missed, "room fan-out fell behind its log; its clients will be dropped");
+            round.first_seq = round.next_seq() + 1;
+            round.frames.clear();
         }
         for frame in frames_of(&events) {
             round.push_frame(frame);
