@@ -37,8 +37,9 @@ pub struct ControlMetrics {
     /// `westream_control_ws_drops_total{reason}`: clients dropped by the
     /// server (`lagged`, `send_timeout`, `protocol`).
     pub ws_drops: IntCounterVec,
-    /// `westream_control_ws_socket_waits_total`: times a client's socket was
-    /// full, so it left its room's fan-out round to wait for it.
+    /// `westream_control_ws_socket_waits_total`: times a client's write could
+    /// not finish at once (its socket was full, or its reader was using the
+    /// connection that moment), so it left its room's fan-out round to wait.
     pub ws_socket_waits: IntCounter,
     /// `westream_control_chat_messages_total`: chat messages sent to rooms.
     pub chat_messages: IntCounter,

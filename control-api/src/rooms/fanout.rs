@@ -44,7 +44,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use super::{Room, Rooms};
+use super::{HelloState, Room, Rooms};
 use crate::store::AccountId;
 
 /// Most events in one batch frame.
@@ -386,30 +386,32 @@ impl Shard {
     fn take_events(&self, room: &Room, round: &mut Round, joining: &mut [Joiner]) -> Option<Instant> {
         let now = Instant::now();
         let gap_over = round.last_frame_at.is_none_or(|t| now >= t + round.min_gap);
-        let mut missed = 0;
-        let events: Vec<Utf8Bytes> = {
+        let (hello, events, due, missed) = {
             let st = room.state.lock();
             let next = st.log_first_seq + st.log.len() as u64;
             let pending = next > round.log_cursor;
             let new_client = joining.iter().any(|c| c.0.cursor.is_none());
-            for c in joining.iter_mut().filter(|c| c.0.cursor.is_none()) {
-                let hello = c.0.rooms.hello(room, &st, c.0.you);
-                c.0.private.push_back(hello);
-            }
+            let hello = new_client.then(|| HelloState::of(&st));
             if !pending {
-                return None;
+                (hello, Vec::new(), None, 0)
+            } else if !gap_over && !new_client {
+                (hello, Vec::new(), round.last_frame_at.map(|t| t + round.min_gap), 0)
+            } else {
+                let missed = st.log_first_seq.saturating_sub(round.log_cursor);
+                let skip = round.log_cursor.saturating_sub(st.log_first_seq) as usize;
+                round.log_cursor = next;
+                (hello, st.log.iter().skip(skip).cloned().collect(), None, missed)
             }
-            if !gap_over && !new_client {
-                return round.last_frame_at.map(|t| t + round.min_gap);
-            }
-            if round.log_cursor < st.log_first_seq {
-                missed = st.log_first_seq - round.log_cursor;
-                round.log_cursor = st.log_first_seq;
-            }
-            let skip = (round.log_cursor - st.log_first_seq) as usize;
-            round.log_cursor = next;
-            st.log.iter().skip(skip).cloned().collect()
         };
+        if let Some(hello) = &hello {
+            for c in joining.iter_mut().filter(|c| c.0.cursor.is_none()) {
+                let text = c.0.rooms.hello(room, hello, c.0.you);
+                c.0.private.push_back(text);
+            }
+        }
+        if events.is_empty() {
+            return due;
+        }
         if missed > 0 {
             // The log outran this shard (thousands of events between two
             // takes): every client it has, here, joining again or waiting

@@ -98,6 +98,27 @@ struct RoomState {
     next_shard: usize,
 }
 
+/// What `hello` says of a room, taken under its lock and serialized
+/// after (a burst of joins does not hold up chat and gifts).
+#[derive(Debug)]
+struct HelloState {
+    live: bool,
+    viewers: ViewerCounts,
+    log2_score: f64,
+    history: Vec<Utf8Bytes>,
+}
+
+impl HelloState {
+    fn of(st: &RoomState) -> Self {
+        HelloState {
+            live: st.live,
+            viewers: st.viewers,
+            log2_score: st.log2_score,
+            history: st.history.iter().cloned().collect(),
+        }
+    }
+}
+
 impl Room {
     fn new(channel: &str, config: &RoomsConfig) -> Arc<Self> {
         Arc::new(Room {
@@ -497,9 +518,9 @@ impl Rooms {
     }
 
     /// The `hello` message of a client joining now, from the room's state
-    /// under its lock (the fan-out shard takes the events published so far
-    /// in the same breath: see [`fanout`]).
-    fn hello(&self, room: &Room, st: &RoomState, you: Option<AccountId>) -> Utf8Bytes {
+    /// as taken under its lock (the fan-out shard takes the events
+    /// published so far in the same breath: see [`fanout`]).
+    fn hello(&self, room: &Room, st: &HelloState, you: Option<AccountId>) -> Utf8Bytes {
         Hello {
             kind: "hello",
             channel: &room.channel,
@@ -609,7 +630,8 @@ mod tests {
         assert_eq!(rooms.handle_chat(&room, Some(&ann), "hi"), Ok(true));
         rooms.mark_active(7, 1);
         assert_eq!(rooms.handle_chat(&room, Some(&ann), "again"), Ok(false));
-        let hello = rooms.hello(&room, &room.state.lock(), Some(7));
+        let state = HelloState::of(&room.state.lock());
+        let hello = rooms.hello(&room, &state, Some(7));
         let v: serde_json::Value = serde_json::from_str(hello.as_str()).expect("json");
         assert_eq!(v["you"], 7);
         assert_eq!(v["recent"][1]["text"], "again");
