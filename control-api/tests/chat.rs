@@ -137,7 +137,6 @@ async fn events_within_one_batch_window_reach_every_client_as_one_frame_in_order
     let mut cfg = open_rooms_config();
     // A long window, so everything below surely falls in one.
     cfg.rooms.batch_window_ms = 1_000;
-    cfg.rooms.max_batch_window_ms = 1_000;
     let s = start_with(cfg).await;
     s.streamer("star").await;
     let (alice, _) = s.account("alice", 10 * WE).await;
@@ -181,7 +180,6 @@ async fn every_client_gets_every_event_once_and_in_order_while_a_sender_gets_its
     // Short windows, so events spread over many frames of varied size.
     let mut cfg = open_rooms_config();
     cfg.rooms.batch_window_ms = 2;
-    cfg.rooms.max_batch_window_ms = 10;
     let s = start_with(cfg).await;
     s.streamer("star").await;
     let (alice, _) = s.account("alice", 0).await;

@@ -156,9 +156,14 @@ pub(crate) struct ClientConn {
     cursor: Option<u64>,
     you: Option<AccountId>,
     send_timeout: Duration,
-    rooms: Arc<Rooms>,
-    _presence: Presence,
+    presence: Presence,
     _reader: AbortOnDrop,
+}
+
+impl std::fmt::Debug for ClientConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConn").field("cursor", &self.cursor).field("you", &self.you).finish_non_exhaustive()
+    }
 }
 
 impl ClientConn {
@@ -172,7 +177,6 @@ impl ClientConn {
         presence: Presence,
         reader: AbortOnDrop,
     ) -> Self {
-        let rooms = Arc::clone(&presence.rooms);
         ClientConn {
             sink,
             from_reader,
@@ -181,8 +185,7 @@ impl ClientConn {
             cursor: None,
             you,
             send_timeout,
-            rooms,
-            _presence: presence,
+            presence,
             _reader: reader,
         }
     }
@@ -191,7 +194,7 @@ impl ClientConn {
     /// where the socket still takes one (from a task of its own: a stuck
     /// socket holds up nobody).
     fn drop_for(self, reason: DropReason) {
-        self.rooms.metrics().ws_drops.with_label_values(&[reason.label()]).inc();
+        self.presence.rooms.metrics().ws_drops.with_label_values(&[reason.label()]).inc();
         tracing::debug!(reason = ?reason, "room client dropped");
         let frame = CloseFrame {
             // 1008: policy violation.
@@ -221,17 +224,8 @@ pub(crate) struct Shard {
     room: Weak<Room>,
     /// Clients to take in at the next round: new ones, and ones back from
     /// waiting for their socket.
-    joining: Mutex<Vec<Joiner>>,
+    joining: Mutex<Vec<ClientConn>>,
     wake: Notify,
-}
-
-/// A client in the joining queue.
-struct Joiner(ClientConn);
-
-impl std::fmt::Debug for Joiner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClientConn")
-    }
 }
 
 /// The shard's own state, owned by its task.
@@ -294,19 +288,16 @@ impl Shard {
         Arc::new(Attention { flag: AtomicBool::new(false), shard: Arc::clone(self) })
     }
 
-    /// Takes a client in: it gets `hello`, then every later event.
+    /// Takes a client in at the next round: a new one gets `hello`, then
+    /// every later event; one back from waiting for its socket goes on from
+    /// its cursor.
     pub(crate) fn attach(&self, client: ClientConn) {
-        self.joining.lock().push(Joiner(client));
+        self.joining.lock().push(client);
         self.wake.notify_one();
     }
 
     /// The room published an event.
     pub(super) fn notify(&self) {
-        self.wake.notify_one();
-    }
-
-    fn rejoin(&self, client: ClientConn) {
-        self.joining.lock().push(Joiner(client));
         self.wake.notify_one();
     }
 
@@ -332,10 +323,10 @@ impl Shard {
     /// `batch_window_ms`. Clients that join or come back during the round
     /// wait for the next one; the room's lock is not held across a yield.
     async fn round(self: &Arc<Self>, room: &Arc<Room>, round: &mut Round) -> Option<Instant> {
-        let mut joining: Vec<Joiner> = std::mem::take(&mut *self.joining.lock());
+        let mut joining: Vec<ClientConn> = std::mem::take(&mut *self.joining.lock());
         let mut due = self.take_events(room, round, &mut joining);
         let next_seq = round.next_seq();
-        for Joiner(mut c) in joining {
+        for mut c in joining {
             if c.cursor.is_none() {
                 c.cursor = Some(next_seq);
             }
@@ -383,14 +374,14 @@ impl Shard {
     /// built here under the same lock, holds everything published so far,
     /// so that must be out of the log before its first frame). Returns when
     /// to look again for events held back.
-    fn take_events(&self, room: &Room, round: &mut Round, joining: &mut [Joiner]) -> Option<Instant> {
+    fn take_events(&self, room: &Room, round: &mut Round, joining: &mut [ClientConn]) -> Option<Instant> {
         let now = Instant::now();
         let gap_over = round.last_frame_at.is_none_or(|t| now >= t + round.min_gap);
         let (hello, events, due, missed) = {
             let st = room.state.lock();
             let next = st.log_first_seq + st.log.len() as u64;
             let pending = next > round.log_cursor;
-            let new_client = joining.iter().any(|c| c.0.cursor.is_none());
+            let new_client = joining.iter().any(|c| c.cursor.is_none());
             let hello = new_client.then(|| HelloState::of(&st));
             if !pending {
                 (hello, Vec::new(), None, 0)
@@ -404,9 +395,9 @@ impl Shard {
             }
         };
         if let Some(hello) = &hello {
-            for c in joining.iter_mut().filter(|c| c.0.cursor.is_none()) {
-                let text = c.0.rooms.hello(room, hello, c.0.you);
-                c.0.private.push_back(text);
+            for c in joining.iter_mut().filter(|c| c.cursor.is_none()) {
+                let text = c.presence.rooms.hello(room, hello, c.you);
+                c.private.push_back(text);
             }
         }
         if events.is_empty() {
@@ -482,9 +473,9 @@ fn visit(c: &mut ClientConn, frames: &VecDeque<Utf8Bytes>, first_seq: u64) -> Vi
 /// A client whose socket was full: wait for it (bounded), then back to the
 /// shard, which goes on from its cursor.
 async fn wait_for_socket(mut c: ClientConn, shard: Arc<Shard>) {
-    c.rooms.metrics().ws_socket_waits.inc();
+    c.presence.rooms.metrics().ws_socket_waits.inc();
     match tokio::time::timeout(c.send_timeout, c.sink.flush()).await {
-        Ok(Ok(())) => shard.rejoin(c),
+        Ok(Ok(())) => shard.attach(c),
         Ok(Err(e)) => c.drop_for(DropReason::Protocol(e.to_string())),
         Err(_) => c.drop_for(DropReason::SendTimeout),
     }
