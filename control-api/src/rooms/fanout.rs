@@ -195,7 +195,7 @@ impl ClientConn {
     /// socket holds up nobody).
     fn drop_for(self, reason: DropReason) {
         self.presence.rooms.metrics().ws_drops.with_label_values(&[reason.label()]).inc();
-        tracing::debug!(reason = ?reason, "room client dropped");
+        tracing::debug!(channel = %self.presence.room.channel(), account = ?self.you, reason = ?reason, "room client dropped");
         let frame = CloseFrame {
             // 1008: policy violation.
             code: 1008,
