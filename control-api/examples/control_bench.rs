@@ -111,7 +111,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base = format!("http://{}", listener.local_addr()?);
     let router = plane.router();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
+        let _ = westream_control::serve::serve(listener, router, std::future::pending()).await;
     });
     let client = reqwest::Client::new();
     let total = 10_000usize;

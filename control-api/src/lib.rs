@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod plane;
 pub mod rewards;
 pub mod rooms;
+pub mod serve;
 pub mod settlement;
 pub mod store;
 pub mod tickets;

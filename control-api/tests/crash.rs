@@ -28,7 +28,7 @@ fn child_server() {
             .await
             .expect("bind");
         println!("LISTENING {}", listener.local_addr().expect("addr"));
-        let _ = axum::serve(listener, plane.router()).await;
+        let _ = westream_control::serve::serve(listener, plane.router(), std::future::pending()).await;
     });
 }
 

@@ -26,7 +26,7 @@ async fn start(cfg: ControlConfig, dir: &std::path::Path) -> Plane {
     let addr = listener.local_addr().unwrap();
     let router = plane.router();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).await;
+        let _ = westream_control::serve::serve(listener, router, std::future::pending()).await;
     });
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     Plane { base: format!("http://{addr}"), http, _plane: plane }

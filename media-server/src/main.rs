@@ -187,9 +187,7 @@ async fn control(config: Config) -> anyhow::Result<()> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(wait_for_signal())
-        .await?;
+    westream_control::serve::serve(listener, app, wait_for_signal()).await?;
     flusher_stop.cancel();
     let _ = flusher.await;
     tracing::info!("stopped");

@@ -2,7 +2,6 @@
 //! protocols together, and shuts down cleanly.
 
 use axum::serve::ListenerExt;
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +24,9 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::rtmp::{self, RtmpContext};
 
+
+/// The HTTP server's future, whichever listener it serves.
+type ServeFuture = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
 /// Startup failures, naming what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -250,14 +252,13 @@ impl Server {
         let app = app.merge(extra);
         let token = shutdown.clone();
         let stopped = async move { token.cancelled().await };
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         // With HLS on, its fast path takes the connections first and hands
         // hyper the ones that ask for anything else.
         let served = match hls_http {
             Some(ctx) => hls::fast_path::start(http_listener, ctx, shutdown.clone(), tasks.clone())
                 .map(|handed_over| {
                     // The fast path set TCP_NODELAY on accept.
-                    axum::serve(handed_over.tap_io(|_| {}), app).with_graceful_shutdown(stopped).into_future()
+                    Box::pin(westream_control::serve::serve(handed_over, app, stopped)) as ServeFuture
                 })
                 .map_err(|source| StartError::Bind { what: "http", addr: http_addr, source })
                 .inspect_err(|_| shutdown.cancel())?,
@@ -269,7 +270,7 @@ impl Server {
                         tracing::debug!(error = %e, "TCP_NODELAY not set");
                     }
                 });
-                axum::serve(http_listener, app).with_graceful_shutdown(stopped).into_future()
+                Box::pin(westream_control::serve::serve(http_listener, app, stopped))
             }
         };
         tasks.spawn(async move {

@@ -35,6 +35,12 @@ pub struct RoomsConfig {
     /// effect since the fan-out batches by its own rounds (still checked to
     /// be 0..=1000).
     pub max_batch_window_ms: u64,
+    /// Fan-out tasks per room, each writing to its share of the room's
+    /// clients; 0: one per two runtime worker threads (at least one, at
+    /// most 8), which leaves the other workers to the media path, HTTP and
+    /// the rooms' readers. One shard's round over its clients is the
+    /// longest an event waits for its write.
+    pub fanout_shards: usize,
     /// A client whose socket does not take a write within this time is dropped.
     pub send_timeout_ms: u64,
     /// Viewer-count events are sent at most this often per room.
@@ -76,8 +82,9 @@ impl Default for RoomsConfig {
             max_slow_mode_ms: 600_000,
             history_len: 50,
             client_queue_events: 256,
-            batch_window_ms: 20,
+            batch_window_ms: 10,
             max_batch_window_ms: 50,
+            fanout_shards: 0,
             send_timeout_ms: 10_000,
             viewers_interval_ms: 1_000,
             max_clients_per_room: 50_000,
@@ -160,6 +167,7 @@ impl RoomsConfig {
         in_range("chat_rate_window_ms", self.chat_rate_window_ms, 1, 3_600_000, "must be 1..=3600000")?;
         in_range("max_slow_mode_ms", self.max_slow_mode_ms, 0, 86_400_000, "at most one day")?;
         in_range("history_len", self.history_len, 0, 1_000, "must be 0..=1000")?;
+        in_range("fanout_shards", self.fanout_shards, 0, super::fanout::MAX_SHARDS, "must be 0..=8 (0: one per two worker threads)")?;
         in_range("client_queue_events", self.client_queue_events, 1, 65_536, "must be 1..=65536")?;
         in_range("batch_window_ms", self.batch_window_ms, 0, 1_000, "must be 0..=1000 (0: no batching)")?;
         in_range("max_batch_window_ms", self.max_batch_window_ms, 0, 1_000, "must be 0..=1000 (no effect)")?;

@@ -72,6 +72,8 @@ pub struct Room {
     ring_len: usize,
     /// Shortest time between two frames of a shard (`batch_window_ms`).
     min_gap: Duration,
+    /// Fan-out shards (`fanout_shards`; 0: one per two runtime workers).
+    shards: usize,
 }
 
 impl std::fmt::Debug for Room {
@@ -140,6 +142,7 @@ impl Room {
             history_len: config.history_len,
             ring_len: config.client_queue_events.max(1),
             min_gap: Duration::from_millis(config.batch_window_ms),
+            shards: config.fanout_shards,
         })
     }
 
@@ -188,13 +191,16 @@ impl Room {
     }
 
     /// The shard a new client joins (round robin); the shards start with
-    /// the first client, one per runtime worker (needs a runtime).
+    /// the first client, `fanout_shards` of them (needs a runtime).
     pub(crate) fn shard_for_new_client(self: &Arc<Self>) -> Arc<Shard> {
         let mut st = self.state.lock();
         if st.shards.is_empty() {
-            let workers = tokio::runtime::Handle::current().metrics().num_workers();
+            let shards = match self.shards {
+                0 => tokio::runtime::Handle::current().metrics().num_workers() / 2,
+                n => n,
+            };
             let next = st.log_first_seq + st.log.len() as u64;
-            st.shards = (0..workers.clamp(1, fanout::MAX_SHARDS))
+            st.shards = (0..shards.clamp(1, fanout::MAX_SHARDS))
                 .map(|_| Shard::spawn(self, next, self.ring_len, self.min_gap))
                 .collect();
         }

@@ -102,7 +102,7 @@ pub async fn start_full(
         let _ = tcp.set_nodelay(true);
     });
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
+        let _ = westream_control::serve::serve(listener, router, std::future::pending()).await;
     });
     TestServer {
         base: format!("http://{addr}"),

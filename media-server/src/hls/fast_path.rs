@@ -22,14 +22,12 @@
 use std::cell::RefCell;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use rustix::net::SendFlags;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -206,7 +204,7 @@ async fn connection(
                 (head.len, head.close)
             }
             Parsed::NotOurs => {
-                let io = HandedOver { prefix: buf.freeze(), tcp };
+                let io = HandedOver::new(buf.freeze(), tcp);
                 tokio::select! {
                     _ = handover.send((io, peer)) => {}
                     _ = &mut stopped => {}
@@ -344,50 +342,9 @@ fn with_http_date(f: impl FnOnce(&str)) {
 }
 
 /// A connection handed to hyper: first the bytes the fast path read, then
-/// the socket.
-#[derive(Debug)]
-pub struct HandedOver {
-    prefix: Bytes,
-    tcp: TcpStream,
-}
-
-impl AsyncRead for HandedOver {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for HandedOver {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
-    }
-}
+/// the socket (the control plane's type, so that its room WebSocket can take
+/// the socket back after an upgrade).
+pub use westream_control::serve::PrefixedTcp as HandedOver;
 
 /// The connections the fast path hands over, as a listener for
 /// `axum::serve`.
