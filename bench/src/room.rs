@@ -8,9 +8,10 @@
 //! so gift latency is commit-to-delivery in milliseconds. Only one client in
 //! `--measure-every` parses JSON (a `batch` frame's events one by one); the
 //! others count frames, so the bench's own CPU stays small next to the
-//! server's. Listeners are raw sockets with a frame splitter
-//! ([`crate::room_client`]), not tungstenite clients: one syscall and a
-//! header scan per read. `frames_per_client_per_s` shows what the room's batching saves.
+//! server's. Listeners are raw sockets with a frame splitter, all read by
+//! one epoll thread ([`crate::room_client::ListenLoop`]), not tungstenite
+//! clients or tokio tasks: one `read` and a header scan per ready socket.
+//! `frames_per_client_per_s` shows what the room's batching saves.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +20,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncReadExt;
 use parking_lot::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -179,44 +179,68 @@ impl Pool {
     }
 }
 
-/// A listening client: counts text frames; a measuring one parses them.
-/// Runs until the server closes it (counted unless `stopped`) or the task
-/// is aborted at the end of the run.
-async fn listen(url: String, measure: bool, start: Instant, counters: Arc<Counters>, pool: Arc<Pool>, stopped: Arc<AtomicBool>) -> anyhow::Result<()> {
-    let (mut tcp, mut buf) = crate::room_client::connect(&url).await.context("websocket connect")?;
-    let mut samples = Samples::default();
-    loop {
-        while let Some(frame) = crate::room_client::next_frame(&mut buf)? {
-            match frame.opcode {
-                crate::room_client::OP_TEXT => {
-                    counters.frames.fetch_add(1, Ordering::Relaxed);
-                    if !measure {
-                        continue;
-                    }
-                    let Ok(v) = serde_json::from_slice::<WireEvent<'_>>(&frame.payload) else { continue };
-                    // A busy room sends several events as one `batch` frame.
-                    if v.kind == "batch" {
-                        v.events.iter().for_each(|e| record_event(e, start, &counters, &mut samples));
-                    } else {
-                        record_event(&v, start, &counters, &mut samples);
-                    }
-                }
-                crate::room_client::OP_CLOSE => return closed(&counters, &stopped),
-                _ => {}
-            }
+/// The listeners, as the epoll loop's sink: every client counts text
+/// frames; a measuring one parses them.
+struct Listeners {
+    measure: Vec<bool>,
+    start: Instant,
+    counters: Arc<Counters>,
+    pool: Arc<Pool>,
+    stopped: Arc<AtomicBool>,
+    samples: Samples,
+    frames: u64,
+}
+
+impl crate::room_client::FrameSink for Listeners {
+    fn text(&mut self, id: usize, payload: &[u8]) {
+        self.frames += 1;
+        if !self.measure.get(id).copied().unwrap_or(false) {
+            return;
         }
-        pool.take(&mut samples);
-        match tcp.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return closed(&counters, &stopped),
-            Ok(_) => {}
+        let Ok(v) = serde_json::from_slice::<WireEvent<'_>>(payload) else { return };
+        // A busy room sends several events as one `batch` frame.
+        if v.kind == "batch" {
+            v.events.iter().for_each(|e| record_event(e, self.start, &self.counters, &mut self.samples));
+        } else {
+            record_event(&v, self.start, &self.counters, &mut self.samples);
         }
+    }
+
+    fn closed(&mut self, _id: usize) {
+        if !self.stopped.load(Ordering::Relaxed) {
+            self.counters.closed_by_server.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn batch_done(&mut self) {
+        self.counters.frames.fetch_add(std::mem::take(&mut self.frames), Ordering::Relaxed);
+        self.pool.take(&mut self.samples);
     }
 }
 
-fn closed(counters: &Counters, stopped: &AtomicBool) -> anyhow::Result<()> {
-    if !stopped.load(Ordering::Relaxed) {
-        counters.closed_by_server.fetch_add(1, Ordering::Relaxed);
+/// An upgraded listener for the loop: its socket, what came after the 101,
+/// and whether it measures.
+type NewListener = (std::net::TcpStream, bytes::BytesMut, bool);
+
+/// The listeners' thread: takes in new connections and reads them all
+/// until `done`; dropping the loop closes every socket.
+fn listen_loop(new: std::sync::mpsc::Receiver<NewListener>, mut sink: Listeners, done: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let mut lp = crate::room_client::ListenLoop::new()?;
+    while !done.load(Ordering::Relaxed) {
+        while let Ok((tcp, already, measure)) = new.try_recv() {
+            sink.measure.push(measure);
+            lp.add(tcp, &already, &mut sink)?;
+        }
+        lp.poll(Duration::from_millis(5), &mut sink)?;
     }
+    Ok(())
+}
+
+/// Upgrades one listener and hands it to the loop.
+async fn connect_listener(url: String, measure: bool, to_loop: std::sync::mpsc::Sender<NewListener>) -> anyhow::Result<()> {
+    let (tcp, already) = crate::room_client::connect(&url).await.context("websocket connect")?;
+    let tcp = tcp.into_std().context("socket out of tokio")?;
+    to_loop.send((tcp, already, measure)).map_err(|_| anyhow!("the listen loop ended"))?;
     Ok(())
 }
 
@@ -251,12 +275,27 @@ pub(crate) async fn room_command(args: RoomArgs) -> anyhow::Result<()> {
     let stopped = Arc::new(AtomicBool::new(false));
     let stop = tokio_util::sync::CancellationToken::new();
     eprintln!("room: connecting {} clients", args.clients);
+    let (to_loop, from_connects) = std::sync::mpsc::channel();
+    let done = Arc::new(AtomicBool::new(false));
+    let sink = Listeners {
+        measure: Vec::with_capacity(args.clients as usize),
+        start,
+        counters: Arc::clone(&counters),
+        pool: Arc::clone(&pool),
+        stopped: Arc::clone(&stopped),
+        samples: Samples::default(),
+        frames: 0,
+    };
+    let loop_done = Arc::clone(&done);
+    let listen_thread = std::thread::Builder::new()
+        .name("room-listeners".into())
+        .spawn(move || listen_loop(from_connects, sink, loop_done))
+        .context("start the listeners' thread")?;
     let mut listeners = tokio::task::JoinSet::new();
     let connect_deadline = Instant::now() + Duration::from_secs(120);
     for i in 0..args.clients {
         let url = ws_url(&base, &args.channel, None);
-        let (c, p, st) = (Arc::clone(&counters), Arc::clone(&pool), Arc::clone(&stopped));
-        listeners.spawn(listen(url, i % args.measure_every == 0, start, c, p, st));
+        listeners.spawn(connect_listener(url, i % args.measure_every == 0, to_loop.clone()));
         // Ramp: a few hundred handshakes at a time.
         if i % 250 == 249 {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -268,7 +307,12 @@ pub(crate) async fn room_command(args: RoomArgs) -> anyhow::Result<()> {
     // Sender sockets (chat goes out on them; their inbound is drained).
     let mut sinks = Vec::new();
     for s in &senders {
-        let (ws, _) = tokio_tungstenite::connect_async(ws_url(&base, &args.channel, Some(&s.token))).await.context("sender websocket")?;
+        // A small read buffer: tungstenite zeroes it before every read, and
+        // these sockets get every frame of the room too.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url(&base, &args.channel, Some(&s.token)), Some(config), true)
+            .await
+            .context("sender websocket")?;
         let (sink, mut inbound) = ws.split();
         let (c, st) = (Arc::clone(&counters), stop.clone());
         tokio::spawn(async move {
@@ -341,12 +385,17 @@ pub(crate) async fn room_command(args: RoomArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     stopped.store(true, Ordering::Relaxed);
     stop.cancel();
-    listeners.abort_all();
+    done.store(true, Ordering::Relaxed);
     let mut connect_errors = 0u64;
     while let Some(r) = listeners.join_next().await {
-        if matches!(r, Ok(Err(_))) {
+        if !matches!(r, Ok(Ok(()))) {
             connect_errors += 1;
         }
+    }
+    match tokio::task::spawn_blocking(move || listen_thread.join()).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => bail!("the listeners' loop failed: {e:#}"),
+        _ => bail!("the listeners' thread panicked"),
     }
 
     let measuring = u64::from(args.clients.div_ceil(args.measure_every));

@@ -1,33 +1,30 @@
 //! A lean WebSocket listener for the room bench: a hand-written upgrade,
-//! then server frames read straight off the socket into one reused buffer.
+//! then server frames read straight off the socket, all sockets on one
+//! epoll loop of their own ([`ListenLoop`]).
 //!
 //! Why not tungstenite here: at 10,000 clients on the server's own cores,
 //! the bench must cost little per frame. tungstenite zeroes its 128 KiB read
 //! buffer before every read (30% of the bench's CPU in a perf profile) and
-//! each client task re-registered a cancellation waiter per frame. Here a
-//! read costs one syscall and a scan of the frame headers; only measuring
-//! clients parse JSON. Server frames are unmasked (RFC 6455 5.1), so the
-//! splitter refuses a masked one as a broken server.
+//! each client task re-registered a cancellation waiter per frame. Why not a
+//! tokio task per client: a wake-up, a poll and readiness bookkeeping per
+//! read were a third of the bench's CPU, and the bench's CPU is time the
+//! server's fan-out does not get on a shared machine. Here a read costs one
+//! `epoll_wait` share, one `read` into a reused buffer and a scan of the
+//! frame headers; only measuring clients parse JSON. Server frames are
+//! unmasked (RFC 6455 5.1), so the splitter refuses a masked one as a
+//! broken server.
 
 use anyhow::{anyhow, bail, Context};
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A complete server frame.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct ServerFrame {
-    pub(crate) opcode: u8,
-    pub(crate) fin: bool,
-    pub(crate) payload: BytesMut,
-}
 
 pub(crate) const OP_TEXT: u8 = 1;
 pub(crate) const OP_CLOSE: u8 = 8;
 
-/// Splits buffered bytes into server frames, sans-IO: returns the next
-/// complete frame and removes it from `buf`, `Ok(None)` while one is partial.
-pub(crate) fn next_frame(buf: &mut BytesMut) -> anyhow::Result<Option<ServerFrame>> {
+/// The next complete server frame at the start of `buf`: its opcode, FIN,
+/// header length and payload length; `Ok(None)` while it is partial.
+pub(crate) fn frame_at(buf: &[u8]) -> anyhow::Result<Option<(u8, bool, usize, usize)>> {
     let [b0, b1, ..] = buf[..] else { return Ok(None) };
     if b1 & 0x80 != 0 {
         bail!("the server sent a masked frame");
@@ -47,11 +44,122 @@ pub(crate) fn next_frame(buf: &mut BytesMut) -> anyhow::Result<Option<ServerFram
         bail!("a {len}-byte frame is not a room event");
     }
     if buf.len() < header + len {
-        buf.reserve(header + len - buf.len());
         return Ok(None);
     }
-    buf.advance(header);
-    Ok(Some(ServerFrame { opcode: b0 & 0x0f, fin: b0 & 0x80 != 0, payload: buf.split_to(len) }))
+    Ok(Some((b0 & 0x0f, b0 & 0x80 != 0, header, len)))
+}
+
+/// What a [`ListenLoop`] does with each connection's frames.
+pub(crate) trait FrameSink {
+    /// A text frame's payload from connection `id`.
+    fn text(&mut self, id: usize, payload: &[u8]);
+    /// Connection `id` ended: a close frame, end of stream or an error.
+    fn closed(&mut self, id: usize);
+    /// Called after each batch of ready sockets (flush counters here).
+    fn batch_done(&mut self) {}
+}
+
+/// Many upgraded WebSockets read on one thread with epoll (level
+/// triggered): one `read` per ready socket per wait, into one reused
+/// buffer; a partial frame is kept per connection.
+pub(crate) struct ListenLoop {
+    epoll: std::os::fd::OwnedFd,
+    conns: Vec<Option<LoopConn>>,
+    scratch: Vec<u8>,
+}
+
+pub(crate) struct LoopConn {
+    tcp: std::net::TcpStream,
+    partial: Vec<u8>,
+}
+
+impl ListenLoop {
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        let epoll = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC)?;
+        Ok(ListenLoop { epoll, conns: Vec::new(), scratch: vec![0; 64 * 1024] })
+    }
+
+    /// Adds a connection (non-blocking) with the bytes read past its
+    /// upgrade; returns its id.
+    pub(crate) fn add(&mut self, tcp: std::net::TcpStream, already: &[u8], sink: &mut impl FrameSink) -> anyhow::Result<usize> {
+        use rustix::event::epoll;
+        tcp.set_nonblocking(true)?;
+        let id = self.conns.len();
+        epoll::add(&self.epoll, &tcp, epoll::EventData::new_u64(id as u64), epoll::EventFlags::IN)?;
+        self.conns.push(Some(LoopConn { tcp, partial: Vec::new() }));
+        if !already.is_empty() {
+            self.scratch[..already.len()].copy_from_slice(already);
+            self.deliver(id, already.len(), sink);
+        }
+        Ok(id)
+    }
+
+    /// Waits up to `timeout` for ready sockets and handles them.
+    pub(crate) fn poll(&mut self, timeout: std::time::Duration, sink: &mut impl FrameSink) -> anyhow::Result<()> {
+        use rustix::event::epoll;
+        use std::io::Read;
+        let mut events = [epoll::Event { flags: epoll::EventFlags::empty(), data: epoll::EventData::new_u64(0) }; 1024];
+        let ts = rustix::event::Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: i64::from(timeout.subsec_nanos()) };
+        let n = match epoll::wait(&self.epoll, &mut events[..], Some(&ts)) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        for ev in &events[..n] {
+            let id = ev.data.u64() as usize;
+            let Some(Some(conn)) = self.conns.get_mut(id) else { continue };
+            match (&conn.tcp).read(&mut self.scratch) {
+                Ok(0) => self.close(id, sink),
+                Ok(got) => self.deliver(id, got, sink),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => self.close(id, sink),
+            }
+        }
+        sink.batch_done();
+        Ok(())
+    }
+
+    /// Splits `scratch[..got]`, after connection `id`'s partial frame, into
+    /// frames for `sink`.
+    fn deliver(&mut self, id: usize, got: usize, sink: &mut impl FrameSink) {
+        let Some(Some(conn)) = self.conns.get_mut(id) else { return };
+        let joined;
+        let data: &[u8] = if conn.partial.is_empty() {
+            &self.scratch[..got]
+        } else {
+            conn.partial.extend_from_slice(&self.scratch[..got]);
+            joined = std::mem::take(&mut conn.partial);
+            &joined
+        };
+        let mut at = 0;
+        let ended = loop {
+            match frame_at(&data[at..]) {
+                Ok(Some((op, _fin, header, len))) => {
+                    let payload = &data[at + header..at + header + len];
+                    at += header + len;
+                    match op {
+                        OP_TEXT => sink.text(id, payload),
+                        OP_CLOSE => break true,
+                        _ => {}
+                    }
+                }
+                Ok(None) => break false,
+                Err(_) => break true,
+            }
+        };
+        if ended {
+            self.close(id, sink);
+        } else if at < data.len() {
+            conn.partial = data[at..].to_vec();
+        }
+    }
+
+    fn close(&mut self, id: usize, sink: &mut impl FrameSink) {
+        if let Some(conn) = self.conns.get_mut(id).and_then(Option::take) {
+            let _ = rustix::event::epoll::delete(&self.epoll, &conn.tcp);
+            sink.closed(id);
+        }
+    }
 }
 
 /// A WebSocket to `ws://host:port/path`, upgraded; returns the socket and
@@ -91,21 +199,24 @@ pub(crate) async fn connect(url: &str) -> anyhow::Result<(TcpStream, BytesMut)> 
 mod tests {
     use super::*;
 
+    /// A server frame as tungstenite writes one (an encoder not ours).
     fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut v = vec![0x80 | opcode];
-        match payload.len() {
-            n if n < 126 => v.push(n as u8),
-            n if n <= 0xffff => {
-                v.push(126);
-                v.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                v.push(127);
-                v.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
+        use tokio_tungstenite::tungstenite::protocol::frame::{coding::OpCode, FrameHeader};
+        let mut v = Vec::new();
+        let header = FrameHeader { is_final: true, opcode: OpCode::from(opcode), ..FrameHeader::default() };
+        header.format(payload.len() as u64, &mut v).expect("encode");
         v.extend_from_slice(payload);
         v
+    }
+
+    /// Splits `buf` with [`frame_at`], as the loop does.
+    fn split(buf: &mut Vec<u8>) -> Vec<(u8, bool, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some((op, fin, header, len)) = frame_at(buf).expect("valid") {
+            out.push((op, fin, buf[header..header + len].to_vec()));
+            buf.drain(..header + len);
+        }
+        out
     }
 
     #[test]
@@ -115,25 +226,69 @@ mod tests {
         wire.extend(frame(OP_TEXT, &vec![b'y'; 300]));
         wire.extend(frame(OP_TEXT, &big));
         wire.extend(frame(OP_CLOSE, &[0x03, 0xf0]));
-        let mut buf = BytesMut::new();
+        let mut buf = Vec::new();
         let mut got = Vec::new();
         // One byte at a time: every header and length form is cut somewhere.
         for b in wire {
-            buf.extend_from_slice(&[b]);
-            while let Some(f) = next_frame(&mut buf).expect("valid") {
-                got.push(f);
-            }
+            buf.push(b);
+            got.extend(split(&mut buf));
         }
         assert!(buf.is_empty());
-        let lens: Vec<(u8, usize)> = got.iter().map(|f| (f.opcode, f.payload.len())).collect();
+        let lens: Vec<(u8, usize)> = got.iter().map(|f| (f.0, f.2.len())).collect();
         assert_eq!(lens, [(OP_TEXT, 15), (OP_TEXT, 300), (OP_TEXT, 70_000), (OP_CLOSE, 2)]);
-        assert!(got.iter().all(|f| f.fin));
-        assert_eq!(&got[0].payload[..], b"{\"type\":\"chat\"}");
+        assert!(got.iter().all(|f| f.1));
+        assert_eq!(&got[0].2[..], b"{\"type\":\"chat\"}");
+    }
+
+    #[derive(Default)]
+    struct Got {
+        texts: Vec<(usize, Vec<u8>)>,
+        closed: Vec<usize>,
+    }
+
+    impl FrameSink for Got {
+        fn text(&mut self, id: usize, payload: &[u8]) {
+            self.texts.push((id, payload.to_vec()));
+        }
+        fn closed(&mut self, id: usize) {
+            self.closed.push(id);
+        }
+    }
+
+    #[test]
+    fn the_loop_reads_frames_cut_across_writes_and_sees_each_close() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut lp = ListenLoop::new().expect("epoll");
+        let mut got = Got::default();
+        let mut servers = Vec::new();
+        for _ in 0..2 {
+            let client = std::net::TcpStream::connect(addr).expect("connect");
+            servers.push(listener.accept().expect("accept").0);
+            // The first frame came with the upgrade's response.
+            lp.add(client, &frame(OP_TEXT, b"first"), &mut got).expect("add");
+        }
+        let wire = [frame(OP_TEXT, &[b'a'; 200]), frame(OP_TEXT, b"b")].concat();
+        let (head, tail) = wire.split_at(101);
+        servers[0].write_all(head).expect("write");
+        servers[1].write_all(&frame(OP_CLOSE, &[0x03, 0xe8])).expect("write");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.closed.is_empty() && std::time::Instant::now() < deadline {
+            lp.poll(std::time::Duration::from_millis(10), &mut got).expect("poll");
+        }
+        servers[0].write_all(tail).expect("write");
+        drop(servers.remove(0));
+        while got.closed.len() < 2 && std::time::Instant::now() < deadline {
+            lp.poll(std::time::Duration::from_millis(10), &mut got).expect("poll");
+        }
+        let texts: Vec<(usize, usize)> = got.texts.iter().map(|(id, p)| (*id, p.len())).collect();
+        assert_eq!(texts, [(0, 5), (1, 5), (0, 200), (0, 1)], "in order, whole, per connection");
+        assert_eq!(got.closed, [1, 0], "a close frame, then end of stream");
     }
 
     #[test]
     fn a_masked_frame_from_the_server_is_an_error() {
-        let mut buf = BytesMut::from(&[0x81u8, 0x81, 1, 2, 3, 4, b'a'][..]);
-        assert!(next_frame(&mut buf).is_err());
+        assert!(frame_at(&[0x81u8, 0x81, 1, 2, 3, 4, b'a']).is_err());
     }
 }
