@@ -12,7 +12,7 @@
 //! it has not had: its private messages first (`hello`, refusals of its
 //! own input), then the frames from its cursor on, in one socket write.
 //! Frames are kept as WebSocket wire bytes, encoded once per shard, so a
-//! client's write is one `writev` of shared buffers: no per-client copy, no
+//! client's write is one `sendmsg` of shared buffers: no per-client copy, no
 //! WebSocket library on the write path (the connection is the raw socket,
 //! taken back from hyper by [`crate::serve::raw_tcp`]).
 //!
