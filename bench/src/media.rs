@@ -97,7 +97,7 @@ impl StreamShape {
 
     /// Whether video frame `seq` starts a GOP.
     pub(crate) fn is_keyframe(&self, seq: u32) -> bool {
-        seq % self.gop_frames == 0
+        seq.is_multiple_of(self.gop_frames)
     }
 
     /// Tag body length of video frame `seq`.

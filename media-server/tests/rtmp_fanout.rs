@@ -82,12 +82,10 @@ async fn stalling_player(
                     write_results(&mut stream, vec![r], &mut more).await;
                 }
                 ClientSessionEvent::PlaybackRequestAccepted => playing = true,
-                ClientSessionEvent::VideoDataReceived { data, timestamp, .. } => {
-                    // Coded frames only (AVC packet type 1), not the
-                    // sequence header or the end-of-sequence marker.
-                    if data.len() > 1 && data[1] == 1 {
-                        videos.push(Video { ts: timestamp.value, keyframe: data[0] >> 4 == 1 });
-                    }
+                // Coded frames only (AVC packet type 1), not the sequence
+                // header or the end-of-sequence marker.
+                ClientSessionEvent::VideoDataReceived { data, timestamp, .. } if data.len() > 1 && data[1] == 1 => {
+                    videos.push(Video { ts: timestamp.value, keyframe: data[0] >> 4 == 1 });
                 }
                 _ => {}
             }

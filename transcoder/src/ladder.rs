@@ -235,7 +235,7 @@ impl Rendition {
         if self.name.is_empty() || !self.name.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(invalid(&format!("{key}.name"), "must be non-empty ASCII letters and digits"));
         }
-        if !(96..=2160).contains(&self.height) || self.height % 2 != 0 {
+        if !(96..=2160).contains(&self.height) || !self.height.is_multiple_of(2) {
             return Err(invalid(
                 &format!("{key}.height"),
                 &format!("must be even and within 96..=2160, got {}", self.height),
