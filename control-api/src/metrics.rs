@@ -4,7 +4,7 @@
 //! keeps only the most recently reported `metrics_max_channels` channels.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -41,6 +41,13 @@ pub struct ControlMetrics {
     /// not finish at once (its socket was full, or its reader was using the
     /// connection that moment), so it left its room's fan-out round to wait.
     pub ws_socket_waits: IntCounter,
+    /// `westream_control_ws_fanout_round_seconds`: how long one fan-out
+    /// round over a shard's clients took. An event waits at most about one
+    /// round for its client's next write, so this bounds room latency.
+    pub ws_fanout_rounds: Histogram,
+    /// `westream_control_ws_fanout_writes_total`: socket writes (`sendmsg`
+    /// calls) by the fan-out rounds.
+    pub ws_fanout_writes: IntCounter,
     /// `westream_control_chat_messages_total`: chat messages sent to rooms.
     pub chat_messages: IntCounter,
     /// `westream_control_chat_refused_total{code}`: chat messages refused.
@@ -94,6 +101,11 @@ impl ControlMetrics {
                 "westream_control_ws_socket_waits_total",
                 "Times a room WebSocket client's socket was full and it waited off the fan-out round",
             )?,
+            ws_fanout_rounds: Histogram::with_opts(
+                HistogramOpts::new("westream_control_ws_fanout_round_seconds", "Room fan-out rounds: time to visit a shard's clients once")
+                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0]),
+            )?,
+            ws_fanout_writes: IntCounter::new("westream_control_ws_fanout_writes_total", "Socket writes by room fan-out rounds")?,
             chat_messages: IntCounter::new("westream_control_chat_messages_total", "Chat messages sent to rooms")?,
             chat_refused: counter("westream_control_chat_refused_total", "Chat messages refused, by error code", &["code"])?,
             gifts: IntCounter::new("westream_control_gifts_total", "Gift requests posted")?,
@@ -118,6 +130,8 @@ impl ControlMetrics {
         registry.register(Box::new(self.ws_clients.clone()))?;
         registry.register(Box::new(self.ws_drops.clone()))?;
         registry.register(Box::new(self.ws_socket_waits.clone()))?;
+        registry.register(Box::new(self.ws_fanout_rounds.clone()))?;
+        registry.register(Box::new(self.ws_fanout_writes.clone()))?;
         registry.register(Box::new(self.chat_messages.clone()))?;
         registry.register(Box::new(self.chat_refused.clone()))?;
         registry.register(Box::new(self.gifts.clone()))?;

@@ -122,6 +122,18 @@ async fn a_reader_that_never_reads_is_dropped_and_the_room_flows_on() {
             break;
         }
     }
+
+    // The fan-out's own figures: each batch of 8 reached the talker in at
+    // least one socket write of a round, and every round was timed.
+    let writes = counter(&registry, "westream_control_ws_fanout_writes_total");
+    assert!(writes >= (sent / 8) as f64, "{writes} fan-out writes for {} batches", sent / 8);
+    let rounds: u64 = registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "westream_control_ws_fanout_round_seconds")
+        .flat_map(|f| f.get_metric().iter().map(|m| m.get_histogram().get_sample_count()).collect::<Vec<_>>())
+        .sum();
+    assert!(rounds >= (sent / 8) as u64, "{rounds} rounds timed for {} batches", sent / 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

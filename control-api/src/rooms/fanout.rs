@@ -50,6 +50,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use super::{HelloState, Room, Rooms};
+use crate::metrics::ControlMetrics;
 use crate::store::AccountId;
 
 /// Most events in one batch frame.
@@ -338,6 +339,7 @@ struct Round {
     log_cursor: u64,
     min_gap: Duration,
     last_frame_at: Option<Instant>,
+    metrics: Arc<ControlMetrics>,
 }
 
 impl Round {
@@ -357,7 +359,7 @@ impl Round {
 impl Shard {
     /// A shard of `room` and its task (needs a tokio runtime); it starts
     /// with the room's next event.
-    pub(super) fn spawn(room: &Arc<Room>, log_cursor: u64, ring_len: usize, min_gap: Duration) -> Arc<Shard> {
+    pub(super) fn spawn(room: &Arc<Room>, log_cursor: u64, ring_len: usize, min_gap: Duration, metrics: Arc<ControlMetrics>) -> Arc<Shard> {
         let shard = Arc::new(Shard { room: Arc::downgrade(room), joining: Mutex::new(Vec::new()), wake: Notify::new(), raised: AtomicBool::new(false) });
         let round = Round {
             clients: Vec::new(),
@@ -367,6 +369,7 @@ impl Shard {
             log_cursor,
             min_gap,
             last_frame_at: None,
+            metrics,
         };
         let run = Arc::clone(&shard);
         let channel = room.channel().to_string();
@@ -434,6 +437,8 @@ impl Shard {
             c.attention.flag.store(true, Ordering::Relaxed);
             round.clients.push(c);
         }
+        let started = std::time::Instant::now();
+        let mut writes = 0u64;
         let mut i = 0;
         let mut visited = 0;
         while i < round.clients.len() {
@@ -446,7 +451,7 @@ impl Shard {
                 tokio::task::yield_now().await;
                 due = self.take_events(room, round, &mut Vec::new());
             }
-            match visit(&mut round.clients[i], &round.frames, round.first_seq, check_attention) {
+            match visit(&mut round.clients[i], &round.frames, round.first_seq, check_attention, &mut writes) {
                 Visit::Done => i += 1,
                 Visit::Blocked => {
                     let c = round.clients.swap_remove(i);
@@ -460,6 +465,10 @@ impl Shard {
                     }
                 }
             }
+        }
+        if visited > 0 {
+            round.metrics.ws_fanout_rounds.observe(started.elapsed().as_secs_f64());
+            round.metrics.ws_fanout_writes.inc_by(writes);
         }
         if round.next_seq() > next_seq {
             // Frames taken during the round missed the clients visited
@@ -521,7 +530,7 @@ impl Shard {
 }
 
 /// Gives a client its replies and the frames it lacks, without waiting.
-fn visit(c: &mut ClientConn, frames: &VecDeque<Bytes>, first_seq: u64, check_attention: bool) -> Visit {
+fn visit(c: &mut ClientConn, frames: &VecDeque<Bytes>, first_seq: u64, check_attention: bool, writes: &mut u64) -> Visit {
     if check_attention && c.attention.take() {
         loop {
             match c.from_reader.try_recv() {
@@ -563,6 +572,7 @@ fn visit(c: &mut ClientConn, frames: &VecDeque<Bytes>, first_seq: u64, check_att
         // the rest of a visit), so a full socket is handled by
         // `wait_for_socket` through tokio, which finds it full and waits.
         let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+        *writes += 1;
         let wrote = match rustix::net::sendmsg(c.sink.as_ref(), &iov[..n], &mut SendAncillaryBuffer::default(), flags) {
             Ok(w) => w,
             Err(Errno::AGAIN | Errno::INTR) => {
@@ -588,14 +598,21 @@ fn consume(c: &mut ClientConn, mut n: usize, frames: &VecDeque<Bytes>, first_seq
     c.partial.advance(k);
     n -= k;
     while n > 0 {
-        let frame = match c.private.pop_front() {
-            Some(f) => f,
-            None => {
-                let Some(cursor) = c.cursor else { return };
-                c.cursor = Some(cursor + 1);
-                frames[(cursor - first_seq) as usize].clone()
+        // Shared frames are looked at, not cloned (a reference count
+        // touched per client per frame), unless one is cut short.
+        if let Some(frame) = c.private.front() {
+            if n < frame.len() {
+                c.partial = frame.slice(n..);
+                c.private.pop_front();
+                return;
             }
-        };
+            n -= frame.len();
+            c.private.pop_front();
+            continue;
+        }
+        let Some(cursor) = c.cursor else { return };
+        c.cursor = Some(cursor + 1);
+        let frame = &frames[(cursor - first_seq) as usize];
         if n < frame.len() {
             c.partial = frame.slice(n..);
             return;

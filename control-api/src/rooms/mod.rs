@@ -192,7 +192,7 @@ impl Room {
 
     /// The shard a new client joins (round robin); the shards start with
     /// the first client, `fanout_shards` of them (needs a runtime).
-    pub(crate) fn shard_for_new_client(self: &Arc<Self>) -> Arc<Shard> {
+    pub(crate) fn shard_for_new_client(self: &Arc<Self>, metrics: &Arc<ControlMetrics>) -> Arc<Shard> {
         let mut st = self.state.lock();
         if st.shards.is_empty() {
             let shards = match self.shards {
@@ -201,7 +201,7 @@ impl Room {
             };
             let next = st.log_first_seq + st.log.len() as u64;
             st.shards = (0..shards.clamp(1, fanout::MAX_SHARDS))
-                .map(|_| Shard::spawn(self, next, self.ring_len, self.min_gap))
+                .map(|_| Shard::spawn(self, next, self.ring_len, self.min_gap, Arc::clone(metrics)))
                 .collect();
         }
         let i = st.next_shard % st.shards.len();
@@ -539,6 +539,10 @@ impl Rooms {
     }
 
     pub(crate) fn metrics(&self) -> &ControlMetrics {
+        &self.metrics
+    }
+
+    pub(crate) fn metrics_arc(&self) -> &Arc<ControlMetrics> {
         &self.metrics
     }
 
