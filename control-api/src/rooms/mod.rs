@@ -538,11 +538,7 @@ impl Rooms {
         .to_bytes(st.history.iter())
     }
 
-    pub(crate) fn metrics(&self) -> &ControlMetrics {
-        &self.metrics
-    }
-
-    pub(crate) fn metrics_arc(&self) -> &Arc<ControlMetrics> {
+    pub(crate) fn metrics(&self) -> &Arc<ControlMetrics> {
         &self.metrics
     }
 

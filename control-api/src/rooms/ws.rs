@@ -279,7 +279,7 @@ impl Client {
         let presence = Presence::new(&self.room, &self.rooms);
         let span = tracing::debug_span!("room_client", channel = %self.room.channel(), account = ?self.caller.as_ref().map(|c| c.account_id));
         let (read_half, sink) = tcp.into_split();
-        let shard = self.room.shard_for_new_client(self.rooms.metrics_arc());
+        let shard = self.room.shard_for_new_client(self.rooms.metrics());
         let attention = shard.attention();
         let (tx, from_reader) = mpsc::channel(READER_QUEUE);
         let side = ReadSide { read: read_half, staged: Vec::new(), to_shard: tx.clone(), attention: Arc::clone(&attention) };
