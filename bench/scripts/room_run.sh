@@ -7,6 +7,7 @@
 #   SRV=.../release/westream BENCH=.../release/westream-bench \
 #     CONFIG=configs/dev.toml bench/scripts/room_run.sh LABEL
 #
+# BENCH_ARGS adds flags to the bench's command (--listen-pause-us 1000).
 # PERF=1 also records `perf record -g` of the server for 10 s mid-run into
 # the run's data folder (printed at the end). Waits for the last run's
 # TIME_WAIT sockets to clear first. Stops only the server it started.
@@ -25,7 +26,7 @@ for i in $(seq 1 50); do curl -sf http://127.0.0.1:28080/healthz >/dev/null && b
 vmstat 5 > $D/vmstat.log &
 VM=$!
 if [ -n "${PERF:-}" ]; then (sleep 12; perf record -F 999 -g -o $D/perf.data -p $PID -- sleep 10 >/dev/null 2>&1) & fi
-$BENCH room --url http://127.0.0.1:28080 --channel demo --clients 10000 --senders 300 --chat-per-sec 100 --gifts-per-sec 50 --duration-secs 25 --server-pid $PID > $D/report.json 2> $D/bench.err; echo "bench rc $?" >> $D/bench.err
+$BENCH room --url http://127.0.0.1:28080 --channel demo --clients 10000 --senders 300 --chat-per-sec 100 --gifts-per-sec 50 --duration-secs 25 --server-pid $PID ${BENCH_ARGS:-} > $D/report.json 2> $D/bench.err; echo "bench rc $?" >> $D/bench.err
 curl -s http://127.0.0.1:28080/metrics | grep -E "ws_fanout_(round_seconds_(sum|count)|writes_total)" > $D/metrics.txt
 kill $VM; kill $PID; wait $PID 2>/dev/null
 python3 - "$D" "${1:-run}" <<'PY'

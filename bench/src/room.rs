@@ -59,6 +59,14 @@ pub(crate) struct RoomArgs {
     /// The server's PID, for its CPU and memory.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Once the listeners' thread has read every ready socket, it sleeps
+    /// this long before waiting again (0: it waits at once). On loopback a
+    /// send to a socket whose reader sleeps in `epoll_wait` also pays that
+    /// reader's wake-up, a cost a server sending to remote viewers does not
+    /// have; a short pause lets one wake-up cover many sends. The pause
+    /// counts in the measured latency.
+    #[arg(long, default_value_t = 0)]
+    listen_pause_us: u64,
 }
 
 #[derive(Default)]
@@ -224,14 +232,17 @@ type NewListener = (std::net::TcpStream, bytes::BytesMut, bool);
 
 /// The listeners' thread: takes in new connections and reads them all
 /// until `done`; dropping the loop closes every socket.
-fn listen_loop(new: std::sync::mpsc::Receiver<NewListener>, mut sink: Listeners, done: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn listen_loop(new: std::sync::mpsc::Receiver<NewListener>, mut sink: Listeners, done: Arc<AtomicBool>, pause: Duration) -> anyhow::Result<()> {
     let mut lp = crate::room_client::ListenLoop::new()?;
     while !done.load(Ordering::Relaxed) {
         while let Ok((tcp, already, measure)) = new.try_recv() {
             sink.measure.push(measure);
             lp.add(tcp, &already, &mut sink)?;
         }
-        lp.poll(Duration::from_millis(5), &mut sink)?;
+        let caught_up = lp.poll(Duration::from_millis(5), &mut sink)?;
+        if caught_up && !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
     }
     Ok(())
 }
@@ -287,9 +298,10 @@ pub(crate) async fn room_command(args: RoomArgs) -> anyhow::Result<()> {
         frames: 0,
     };
     let loop_done = Arc::clone(&done);
+    let pause = Duration::from_micros(args.listen_pause_us);
     let listen_thread = std::thread::Builder::new()
         .name("room-listeners".into())
-        .spawn(move || listen_loop(from_connects, sink, loop_done))
+        .spawn(move || listen_loop(from_connects, sink, loop_done, pause))
         .context("start the listeners' thread")?;
     let mut listeners = tokio::task::JoinSet::new();
     let connect_deadline = Instant::now() + Duration::from_secs(120);

@@ -94,8 +94,9 @@ impl ListenLoop {
         Ok(id)
     }
 
-    /// Waits up to `timeout` for ready sockets and handles them.
-    pub(crate) fn poll(&mut self, timeout: std::time::Duration, sink: &mut impl FrameSink) -> anyhow::Result<()> {
+    /// Waits up to `timeout` for ready sockets and handles them; `true`
+    /// when that took every ready socket (fewer than one wait's worth).
+    pub(crate) fn poll(&mut self, timeout: std::time::Duration, sink: &mut impl FrameSink) -> anyhow::Result<bool> {
         use rustix::event::epoll;
         use std::io::Read;
         let mut events = [epoll::Event { flags: epoll::EventFlags::empty(), data: epoll::EventData::new_u64(0) }; 1024];
@@ -116,7 +117,7 @@ impl ListenLoop {
             }
         }
         sink.batch_done();
-        Ok(())
+        Ok(n < events.len())
     }
 
     /// Splits `scratch[..got]`, after connection `id`'s partial frame, into
@@ -275,7 +276,8 @@ mod tests {
         servers[1].write_all(&frame(OP_CLOSE, &[0x03, 0xe8])).expect("write");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while got.closed.is_empty() && std::time::Instant::now() < deadline {
-            lp.poll(std::time::Duration::from_millis(10), &mut got).expect("poll");
+            let caught_up = lp.poll(std::time::Duration::from_millis(10), &mut got).expect("poll");
+            assert!(caught_up, "two sockets are fewer than one wait takes");
         }
         servers[0].write_all(tail).expect("write");
         drop(servers.remove(0));
