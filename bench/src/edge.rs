@@ -319,6 +319,7 @@ pub(crate) async fn edge_command(args: EdgeArgs) -> anyhow::Result<()> {
             ramp_per_sec: args.ramp_per_sec,
             drain_ms: 1000,
             server_pid: Some(node.pid()),
+            listen_pause: None,
         };
         let limit = Duration::from_secs(args.capacity_secs + 90);
         tokio::time::sleep(Duration::from_secs(2)).await;

@@ -41,6 +41,9 @@ pub(crate) struct FanoutConfig {
     pub(crate) ramp_per_sec: u32,
     pub(crate) drain_ms: u64,
     pub(crate) server_pid: Option<u32>,
+    /// RTMP players on one epoll thread that sleeps this long once caught
+    /// up ([`rtmp::PlayerLoop`]); `None`: a tokio task per player.
+    pub(crate) listen_pause: Option<Duration>,
 }
 
 /// The server's cost over the measured window.
@@ -141,7 +144,8 @@ pub(crate) async fn run(cfg: FanoutConfig) -> anyhow::Result<FanoutReport> {
     let play = Arc::new(cfg.play.clone());
     let flv = cfg.flv.clone().map(Arc::new);
     let total = cfg.viewers + cfg.flv_viewers;
-    let mut viewers: Vec<JoinHandle<ViewerProbe>> = Vec::with_capacity(total as usize);
+    let mut viewers: Vec<JoinHandle<Option<ViewerProbe>>> = Vec::with_capacity(total as usize);
+    let player_loop = cfg.listen_pause.map(|pause| rtmp::PlayerLoop::start(clock, pause)).transpose()?;
     let window_end = window_start + cfg.duration_secs * 1_000_000;
     let ramp = u64::from(cfg.ramp_per_sec.max(1));
     eprintln!(
@@ -166,14 +170,16 @@ pub(crate) async fn run(cfg: FanoutConfig) -> anyhow::Result<FanoutReport> {
             }
             _ => false,
         };
-        let handle = match (&flv, flv_turn) {
-            (Some(target), true) => tokio::spawn(http_flv::run_player(
-                target.clone(),
-                clock,
-                false,
-                viewer_stop.clone(),
-            )),
-            _ => tokio::spawn(rtmp::run_player(play.clone(), clock, viewer_stop.clone())),
+        let handle = match (&flv, flv_turn, &player_loop) {
+            (Some(target), true, _) => {
+                let player = http_flv::run_player(target.clone(), clock, false, viewer_stop.clone());
+                tokio::spawn(async move { Some(player.await) })
+            }
+            (_, _, Some(lp)) => tokio::spawn(lp.start_player(play.clone(), clock)),
+            _ => {
+                let player = rtmp::run_player(play.clone(), clock, viewer_stop.clone());
+                tokio::spawn(async move { Some(player.await) })
+            }
         };
         viewers.push(handle);
     }
@@ -200,10 +206,17 @@ pub(crate) async fn run(cfg: FanoutConfig) -> anyhow::Result<FanoutReport> {
     for handle in viewers {
         let abort = handle.abort_handle();
         match tokio::time::timeout_at(join_deadline, handle).await {
-            Ok(Ok(probe)) => probes.push(probe),
+            Ok(Ok(probe)) => probes.extend(probe),
             Ok(Err(e)) => eprintln!("[{}] viewer task failed: {e}", cfg.label),
             Err(_) => abort.abort(),
         }
+    }
+    if let Some(lp) = player_loop {
+        let ended = lp.ended();
+        if ended > 0 {
+            eprintln!("[{}] {ended} RTMP players' connections ended before the stop", cfg.label);
+        }
+        probes.extend(lp.finish()?);
     }
     let bench_after = sample_tree(std::process::id());
 

@@ -25,6 +25,7 @@ mod media;
 mod probe;
 mod procs;
 mod procstat;
+mod read_loop;
 mod room;
 mod room_client;
 mod rtmp;
@@ -110,6 +111,15 @@ struct ScenarioArgs {
     /// Time after the publisher stops for the last frames to arrive.
     #[arg(long, default_value_t = 1000)]
     drain_ms: u64,
+    /// Read the RTMP players on one epoll thread that, once it has read
+    /// every ready socket, sleeps this long before waiting again (0: it
+    /// waits at once). On loopback a send to a socket whose reader sleeps in
+    /// `epoll_wait` also pays that reader's wake-up, a cost a server sending
+    /// to remote viewers does not have; a short pause lets one wake-up cover
+    /// many sends, and counts in the measured latency. Without this flag
+    /// each player is a tokio task.
+    #[arg(long)]
+    listen_pause_us: Option<u64>,
 }
 
 impl ScenarioArgs {
@@ -121,6 +131,9 @@ impl ScenarioArgs {
         }
         if self.duration_secs == 0 || self.duration_secs > 3600 {
             anyhow::bail!("--duration-secs must be 1..=3600");
+        }
+        if self.listen_pause_us.is_some_and(|us| us > 100_000) {
+            anyhow::bail!("--listen-pause-us is at most 100000");
         }
         if self.warmup_secs > 60 || self.drain_ms > 30_000 {
             anyhow::bail!("--warmup-secs is at most 60 and --drain-ms at most 30000");
@@ -157,6 +170,7 @@ impl ScenarioArgs {
             ramp_per_sec: self.ramp_per_sec,
             drain_ms: self.drain_ms,
             server_pid,
+            listen_pause: self.listen_pause_us.map(Duration::from_micros),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! A lean WebSocket listener for the room bench: a hand-written upgrade,
 //! then server frames read straight off the socket, all sockets on one
-//! epoll loop of their own ([`ListenLoop`]).
+//! epoll loop of their own ([`ListenLoop`], on [`crate::read_loop`]).
 //!
 //! Why not tungstenite here: at 10,000 clients on the server's own cores,
 //! the bench must cost little per frame. tungstenite zeroes its 128 KiB read
@@ -18,6 +18,8 @@ use anyhow::{anyhow, bail, Context};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::read_loop::{ConnHandler, ReadLoop};
 
 pub(crate) const OP_TEXT: u8 = 1;
 pub(crate) const OP_CLOSE: u8 = 8;
@@ -59,108 +61,83 @@ pub(crate) trait FrameSink {
     fn batch_done(&mut self) {}
 }
 
-/// Many upgraded WebSockets read on one thread with epoll (level
-/// triggered): one `read` per ready socket per wait, into one reused
-/// buffer; a partial frame is kept per connection.
+/// Many upgraded WebSockets read on one thread ([`ReadLoop`]); a partial
+/// frame is kept per connection.
 pub(crate) struct ListenLoop {
-    epoll: std::os::fd::OwnedFd,
-    conns: Vec<Option<LoopConn>>,
-    scratch: Vec<u8>,
+    inner: ReadLoop<Vec<u8>>,
 }
 
-pub(crate) struct LoopConn {
-    tcp: std::net::TcpStream,
-    partial: Vec<u8>,
+/// A [`FrameSink`] as the [`ReadLoop`]'s handler: splits each read into
+/// frames.
+struct Frames<'a, S>(&'a mut S);
+
+impl<S: FrameSink> ConnHandler for Frames<'_, S> {
+    type Conn = Vec<u8>;
+
+    fn read(&mut self, id: usize, _tcp: &std::net::TcpStream, partial: &mut Vec<u8>, data: Option<&[u8]>) -> bool {
+        data.is_some_and(|got| !deliver(id, partial, got, self.0))
+    }
+
+    fn closed(&mut self, id: usize, _partial: Vec<u8>) {
+        self.0.closed(id);
+    }
+
+    fn batch_done(&mut self) {
+        self.0.batch_done();
+    }
 }
 
 impl ListenLoop {
     pub(crate) fn new() -> anyhow::Result<Self> {
-        let epoll = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC)?;
-        Ok(ListenLoop { epoll, conns: Vec::new(), scratch: vec![0; 64 * 1024] })
+        Ok(ListenLoop { inner: ReadLoop::new()? })
     }
 
     /// Adds a connection (non-blocking) with the bytes read past its
     /// upgrade; returns its id.
     pub(crate) fn add(&mut self, tcp: std::net::TcpStream, already: &[u8], sink: &mut impl FrameSink) -> anyhow::Result<usize> {
-        use rustix::event::epoll;
-        tcp.set_nonblocking(true)?;
-        let id = self.conns.len();
-        epoll::add(&self.epoll, &tcp, epoll::EventData::new_u64(id as u64), epoll::EventFlags::IN)?;
-        self.conns.push(Some(LoopConn { tcp, partial: Vec::new() }));
-        if !already.is_empty() {
-            self.scratch[..already.len()].copy_from_slice(already);
-            self.deliver(id, already.len(), sink);
-        }
+        let id = self.inner.add(tcp, Vec::new())?;
+        self.inner.feed(id, already, &mut Frames(sink));
         Ok(id)
     }
 
     /// Waits up to `timeout` for ready sockets and handles them; `true`
     /// when that took every ready socket (fewer than one wait's worth).
     pub(crate) fn poll(&mut self, timeout: std::time::Duration, sink: &mut impl FrameSink) -> anyhow::Result<bool> {
-        use rustix::event::epoll;
-        use std::io::Read;
-        let mut events = [epoll::Event { flags: epoll::EventFlags::empty(), data: epoll::EventData::new_u64(0) }; 1024];
-        let ts = rustix::event::Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: i64::from(timeout.subsec_nanos()) };
-        let n = match epoll::wait(&self.epoll, &mut events[..], Some(&ts)) {
-            Ok(n) => n,
-            Err(rustix::io::Errno::INTR) => 0,
-            Err(e) => return Err(e.into()),
-        };
-        for ev in &events[..n] {
-            let id = ev.data.u64() as usize;
-            let Some(Some(conn)) = self.conns.get_mut(id) else { continue };
-            match (&conn.tcp).read(&mut self.scratch) {
-                Ok(0) => self.close(id, sink),
-                Ok(got) => self.deliver(id, got, sink),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => self.close(id, sink),
-            }
-        }
-        sink.batch_done();
-        Ok(n < events.len())
+        self.inner.poll(timeout, &mut Frames(sink))
     }
+}
 
-    /// Splits `scratch[..got]`, after connection `id`'s partial frame, into
-    /// frames for `sink`.
-    fn deliver(&mut self, id: usize, got: usize, sink: &mut impl FrameSink) {
-        let Some(Some(conn)) = self.conns.get_mut(id) else { return };
-        let joined;
-        let data: &[u8] = if conn.partial.is_empty() {
-            &self.scratch[..got]
-        } else {
-            conn.partial.extend_from_slice(&self.scratch[..got]);
-            joined = std::mem::take(&mut conn.partial);
-            &joined
-        };
-        let mut at = 0;
-        let ended = loop {
-            match frame_at(&data[at..]) {
-                Ok(Some((op, _fin, header, len))) => {
-                    let payload = &data[at + header..at + header + len];
-                    at += header + len;
-                    match op {
-                        OP_TEXT => sink.text(id, payload),
-                        OP_CLOSE => break true,
-                        _ => {}
-                    }
+/// Splits `got`, after connection `id`'s `partial` frame, into frames for
+/// `sink`; true when the connection ended (a close frame or a broken one).
+fn deliver(id: usize, partial: &mut Vec<u8>, got: &[u8], sink: &mut impl FrameSink) -> bool {
+    let joined;
+    let data: &[u8] = if partial.is_empty() {
+        got
+    } else {
+        partial.extend_from_slice(got);
+        joined = std::mem::take(partial);
+        &joined
+    };
+    let mut at = 0;
+    let ended = loop {
+        match frame_at(&data[at..]) {
+            Ok(Some((op, _fin, header, len))) => {
+                let payload = &data[at + header..at + header + len];
+                at += header + len;
+                match op {
+                    OP_TEXT => sink.text(id, payload),
+                    OP_CLOSE => break true,
+                    _ => {}
                 }
-                Ok(None) => break false,
-                Err(_) => break true,
             }
-        };
-        if ended {
-            self.close(id, sink);
-        } else if at < data.len() {
-            conn.partial = data[at..].to_vec();
+            Ok(None) => break false,
+            Err(_) => break true,
         }
+    };
+    if !ended && at < data.len() {
+        *partial = data[at..].to_vec();
     }
-
-    fn close(&mut self, id: usize, sink: &mut impl FrameSink) {
-        if let Some(conn) = self.conns.get_mut(id).and_then(Option::take) {
-            let _ = rustix::event::epoll::delete(&self.epoll, &conn.tcp);
-            sink.closed(id);
-        }
-    }
+    ended
 }
 
 /// A WebSocket to `ws://host:port/path`, upgraded; returns the socket and
