@@ -161,6 +161,11 @@ pub struct HubSection {
     pub viewer_queue_frames: usize,
     /// Audio kept for new viewers of audio-only channels.
     pub audio_only_cache_ms: u64,
+    /// Merged writes: a batch for viewers spans at least this much media
+    /// time (0: one per video frame; at most 100). Fewer, larger writes per
+    /// viewer cost the server less CPU per GB and add up to this much
+    /// latency.
+    pub merge_write_ms: u64,
 }
 
 impl Default for HubSection {
@@ -171,6 +176,7 @@ impl Default for HubSection {
             gop_cache_max_bytes: d.gop_cache_max_bytes,
             viewer_queue_frames: d.viewer_queue_frames,
             audio_only_cache_ms: d.audio_only_cache_ms,
+            merge_write_ms: d.merge_write_ms,
         }
     }
 }
@@ -183,6 +189,7 @@ impl HubSection {
             gop_cache_max_bytes: self.gop_cache_max_bytes,
             viewer_queue_frames: self.viewer_queue_frames,
             audio_only_cache_ms: self.audio_only_cache_ms,
+            merge_write_ms: self.merge_write_ms,
         }
     }
 }
@@ -341,6 +348,9 @@ impl Config {
         if self.hub.gop_cache_max_bytes < 1024 * 1024 {
             return Err(invalid("hub.gop_cache_max_bytes", "must be at least 1 MiB"));
         }
+        if self.hub.merge_write_ms > crate::hub::MAX_AUDIO_HOLD_MS {
+            return Err(invalid("hub.merge_write_ms", "must be 0..=100"));
+        }
         let h = &self.hls;
         if !(500..=30_000).contains(&h.segment_duration_ms) {
             return Err(invalid("hls.segment_duration_ms", "must be between 500 and 30000"));
@@ -436,6 +446,17 @@ mod tests {
         assert!(err.contains("hls.segment_duration_ms"), "{err}");
         let err = Config::parse("[hls]\nsegment_ms = 2000\n").unwrap_err().to_string();
         assert!(err.contains("segment_ms"), "{err}");
+    }
+
+    #[test]
+    fn merged_writes_default_off_and_are_bounded() {
+        let cfg = Config::parse("").unwrap();
+        assert_eq!(cfg.hub.to_hub_config().merge_write_ms, 0);
+        let cfg = Config::parse("[hub]\nmerge_write_ms = 40\n").unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.hub.to_hub_config().merge_write_ms, 40);
+        let err = Config::parse("[hub]\nmerge_write_ms = 101\n").unwrap().validate().unwrap_err().to_string();
+        assert!(err.contains("hub.merge_write_ms"), "{err}");
     }
 
     #[test]

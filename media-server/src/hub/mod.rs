@@ -56,6 +56,13 @@ pub struct HubConfig {
     pub viewer_queue_frames: usize,
     /// For audio-only channels: how much audio a new viewer gets at once.
     pub audio_only_cache_ms: u64,
+    /// Merged writes (`hub.merge_write_ms`): in a channel with video, a
+    /// batch leaves at the first video frame at least this much media time
+    /// after the batch's oldest frame (or at a keyframe), so each viewer
+    /// gets fewer, larger writes: fewer sends per GB, at the price of up to
+    /// this much more latency. 0 (the default): a batch per video frame.
+    /// At most [`MAX_AUDIO_HOLD_MS`].
+    pub merge_write_ms: u64,
 }
 
 impl Default for HubConfig {
@@ -65,6 +72,7 @@ impl Default for HubConfig {
             gop_cache_max_bytes: 32 * 1024 * 1024,
             viewer_queue_frames: 1024,
             audio_only_cache_ms: 1000,
+            merge_write_ms: 0,
         }
     }
 }
@@ -107,8 +115,9 @@ struct State {
     recent: VecDeque<Batch>,
     /// Live [`Subscription`]s.
     subscribers: usize,
-    /// Audio held back until the next video frame.
-    pending_audio: Vec<Arc<Frame>>,
+    /// Frames held back for the next batch: audio until the next video
+    /// frame, video too with merged writes (`merge_write_ms`).
+    pending: Vec<Arc<Frame>>,
     metadata: Option<Arc<Frame>>,
     avc: Option<Arc<Frame>>,
     aac: Option<Arc<Frame>>,
@@ -164,7 +173,7 @@ impl Stream {
                 next_seq: 0,
                 recent: VecDeque::new(),
                 subscribers: 0,
-                pending_audio: Vec::new(),
+                pending: Vec::new(),
                 metadata: None,
                 avc: None,
                 aac: None,
@@ -231,12 +240,13 @@ impl Stream {
         backlog.extend(st.metadata.iter().cloned());
         backlog.extend(st.avc.iter().cloned());
         backlog.extend(st.aac.iter().cloned());
-        // Audio held for the next video frame is already in the GOP cache
-        // but not yet broadcast: this receiver gets it with that batch, so
-        // the backlog stops short of it (else it would arrive twice, and
-        // its timestamps would go backwards).
+        // Frames held for the next batch (audio waiting for video, video
+        // in a merged write) are already in the GOP cache but not yet
+        // broadcast: this receiver gets them with that batch, so the
+        // backlog stops short of them (else they would arrive twice, and
+        // timestamps would go backwards).
         let mut replay = st.gop.len();
-        for held in st.pending_audio.iter().rev() {
+        for held in st.pending.iter().rev() {
             if replay > 0 && Arc::ptr_eq(&st.gop[replay - 1], held) {
                 replay -= 1;
             } else {
@@ -481,8 +491,8 @@ impl Hub {
         }
         st.publisher = None;
         st.stop = None;
-        // Audio held for a video frame that will not come now.
-        let pending = std::mem::take(&mut st.pending_audio);
+        // Frames held for a batch that will not fill now.
+        let pending = std::mem::take(&mut st.pending);
         if !pending.is_empty() {
             st.send(pending);
         }
@@ -588,13 +598,20 @@ impl Publisher {
                 }
             }
         }
-        let hold = kind == FrameKind::Audio && !frame.sequence_header && self.stream.has_video();
-        let batch: Option<Vec<Arc<Frame>>> = if hold {
-            st.pending_audio.push(Arc::clone(&frame));
-            let held_ms = frame.dts.saturating_sub(st.pending_audio[0].dts);
-            (held_ms >= MAX_AUDIO_HOLD_MS).then(|| std::mem::take(&mut st.pending_audio))
+        // In a channel with video, audio rides with the next video frame,
+        // and with merged writes so do video frames until the batch spans
+        // `merge_write_ms`; a keyframe, a sequence header or metadata
+        // leaves at once with whatever is held.
+        let media = !frame.sequence_header && self.stream.has_video();
+        let held_span = st.pending.first().map_or(0, |first| frame.dts.saturating_sub(first.dts));
+        let merge_ms = hub.config().merge_write_ms;
+        let hold_audio = media && kind == FrameKind::Audio;
+        let hold_video = media && kind == FrameKind::Video && !frame.keyframe && held_span < merge_ms;
+        let batch: Option<Vec<Arc<Frame>>> = if hold_audio || hold_video {
+            st.pending.push(Arc::clone(&frame));
+            (held_span >= MAX_AUDIO_HOLD_MS).then(|| std::mem::take(&mut st.pending))
         } else {
-            let mut v = std::mem::take(&mut st.pending_audio);
+            let mut v = std::mem::take(&mut st.pending);
             v.push(Arc::clone(&frame));
             Some(v)
         };

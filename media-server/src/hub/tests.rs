@@ -172,6 +172,67 @@ fn a_viewer_joining_while_audio_waits_for_video_gets_each_audio_frame_once() {
     assert_eq!(dts, vec![0, 10, 33, 40], "the held audio comes once, in order, before the video that released it");
 }
 
+fn merging_hub(merge_write_ms: u64) -> Arc<Hub> {
+    Hub::new(HubConfig { merge_write_ms, viewer_queue_frames: 16, ..HubConfig::default() }, Metrics::new())
+}
+
+/// Pushes `n` 30 fps video frames from `first` with audio between them, a
+/// keyframe every `gop` frames, and returns the batches the hub sent as the
+/// frames' last bytes.
+fn batches_of(hub: &Arc<Hub>, p: &Publisher, first: u8, n: u8, gop: u8) -> Vec<Vec<u8>> {
+    let mut sub = hub.live("demo").unwrap().subscribe(hub.metrics()).unwrap();
+    drain(&mut sub);
+    let before = hub.live("demo").unwrap().state.lock().next_seq;
+    for i in first..first + n {
+        let t = u32::from(i) * 33;
+        p.push(FrameKind::Video, t, if i % gop == 0 { key(i) } else { inter(i) }).unwrap();
+        p.push(FrameKind::Audio, t + 10, aac(100 + i)).unwrap();
+        p.push(FrameKind::Audio, t + 25, aac(200 + i)).unwrap();
+    }
+    let stream = hub.live("demo").unwrap();
+    let st = stream.state.lock();
+    st.recent.iter().filter(|b| b.seq() >= before).map(|b| last_bytes(b.frames())).collect()
+}
+
+#[test]
+fn without_merged_writes_each_video_frame_leaves_with_the_audio_before_it() {
+    let hub = merging_hub(0);
+    let p = start_publishing(&hub);
+    let batches = batches_of(&hub, &p, 0, 4, 60);
+    assert_eq!(batches, vec![vec![0], vec![100, 200, 1], vec![101, 201, 2], vec![102, 202, 3]]);
+}
+
+#[test]
+fn merged_writes_batch_video_frames_until_the_span_and_a_keyframe_leaves_at_once() {
+    let hub = merging_hub(50);
+    let p = start_publishing(&hub);
+    // Frame i at 33i ms, its audio at +10 and +25. 0 is a keyframe and
+    // leaves at once; the next batch's oldest frame is audio 100 (10 ms):
+    // frame 1 (33 ms) waits, frame 2 (66 ms, 56 ms after it) leaves. Then
+    // from audio 102 (76 ms): 3 waits, 4 (132 ms) leaves. Keyframe 5
+    // (165 ms) leaves at once, 23 ms after the oldest held frame. Then 6
+    // waits and 7 (231 ms, 56 ms after audio 105) leaves.
+    let batches = batches_of(&hub, &p, 0, 8, 5);
+    assert_eq!(
+        batches,
+        vec![
+            vec![0],
+            vec![100, 200, 1, 101, 201, 2],
+            vec![102, 202, 3, 103, 203, 4],
+            vec![104, 204, 5],
+            vec![105, 205, 6, 106, 206, 7],
+        ]
+    );
+    // Audio 107 and 207 are held for the next batch; a viewer joining now
+    // gets the GOP from keyframe 5 without them, then them once, with that
+    // batch, in order (frame 10 is still held).
+    let mut sub = hub.live("demo").unwrap().subscribe(hub.metrics()).unwrap();
+    for i in 8..=10u8 {
+        p.push(FrameKind::Video, u32::from(i) * 33, inter(i)).unwrap();
+    }
+    assert_eq!(last_bytes(&drain(&mut sub)), vec![5, 105, 205, 6, 106, 206, 7, 107, 207, 8, 9]);
+}
+
 /// A sink that records what the fan-out offers; it takes `accept` batches,
 /// then refuses (as a full socket would) and hands the viewer back.
 struct RecordingSink {
