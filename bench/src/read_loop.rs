@@ -38,12 +38,16 @@ pub(crate) struct ReadLoop<C> {
     epoll: OwnedFd,
     conns: Vec<Option<(std::net::TcpStream, C)>>,
     scratch: Vec<u8>,
+    /// Sleep once a poll has taken every ready socket (zero: none).
+    pause: Duration,
 }
 
 impl<C> ReadLoop<C> {
-    pub(crate) fn new() -> anyhow::Result<Self> {
+    /// A loop whose [`poll`](Self::poll) sleeps `pause` once it has read
+    /// every ready socket (zero: it returns at once).
+    pub(crate) fn new(pause: Duration) -> anyhow::Result<Self> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        Ok(ReadLoop { epoll, conns: Vec::new(), scratch: vec![0; 64 * 1024] })
+        Ok(ReadLoop { epoll, conns: Vec::new(), scratch: vec![0; 64 * 1024], pause })
     }
 
     /// Adds a connection (made non-blocking here); returns its id.
@@ -65,7 +69,8 @@ impl<C> ReadLoop<C> {
     }
 
     /// Waits up to `timeout` for ready sockets and handles them; `true`
-    /// when that took every ready socket (fewer than one wait's worth).
+    /// when that took every ready socket (fewer than one wait's worth), and
+    /// then it sleeps the loop's pause.
     pub(crate) fn poll<H: ConnHandler<Conn = C>>(&mut self, timeout: Duration, handler: &mut H) -> anyhow::Result<bool> {
         let mut events = [epoll::Event { flags: epoll::EventFlags::empty(), data: epoll::EventData::new_u64(0) }; 1024];
         let ts = rustix::event::Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: i64::from(timeout.subsec_nanos()) };
@@ -94,7 +99,11 @@ impl<C> ReadLoop<C> {
             }
         }
         handler.batch_done();
-        Ok(n < events.len())
+        let caught_up = n < events.len();
+        if caught_up && !self.pause.is_zero() {
+            std::thread::sleep(self.pause);
+        }
+        Ok(caught_up)
     }
 
     /// Closes connection `id` and gives its state to `handler`.

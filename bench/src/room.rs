@@ -233,16 +233,13 @@ type NewListener = (std::net::TcpStream, bytes::BytesMut, bool);
 /// The listeners' thread: takes in new connections and reads them all
 /// until `done`; dropping the loop closes every socket.
 fn listen_loop(new: std::sync::mpsc::Receiver<NewListener>, mut sink: Listeners, done: Arc<AtomicBool>, pause: Duration) -> anyhow::Result<()> {
-    let mut lp = crate::room_client::ListenLoop::new()?;
+    let mut lp = crate::room_client::ListenLoop::new(pause)?;
     while !done.load(Ordering::Relaxed) {
         while let Ok((tcp, already, measure)) = new.try_recv() {
             sink.measure.push(measure);
             lp.add(tcp, &already, &mut sink)?;
         }
-        let caught_up = lp.poll(Duration::from_millis(5), &mut sink)?;
-        if caught_up && !pause.is_zero() {
-            std::thread::sleep(pause);
-        }
+        lp.poll(Duration::from_millis(5), &mut sink)?;
     }
     Ok(())
 }

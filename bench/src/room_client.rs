@@ -88,8 +88,9 @@ impl<S: FrameSink> ConnHandler for Frames<'_, S> {
 }
 
 impl ListenLoop {
-    pub(crate) fn new() -> anyhow::Result<Self> {
-        Ok(ListenLoop { inner: ReadLoop::new()? })
+    /// A loop that sleeps `pause` once caught up ([`ReadLoop::new`]).
+    pub(crate) fn new(pause: std::time::Duration) -> anyhow::Result<Self> {
+        Ok(ListenLoop { inner: ReadLoop::new(pause)? })
     }
 
     /// Adds a connection (non-blocking) with the bytes read past its
@@ -238,7 +239,7 @@ mod tests {
         use std::io::Write;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut lp = ListenLoop::new().expect("epoll");
+        let mut lp = ListenLoop::new(std::time::Duration::ZERO).expect("epoll");
         let mut got = Got::default();
         let mut servers = Vec::new();
         for _ in 0..2 {

@@ -400,17 +400,14 @@ impl PlayerLoop {
         let thread = std::thread::Builder::new()
             .name("rtmp-players".into())
             .spawn(move || {
-                let mut lp = ReadLoop::new()?;
+                let mut lp = ReadLoop::new(pause)?;
                 let mut reads = PlayerReads { clock, ended: Vec::new(), ended_count };
                 while !loop_done.load(Ordering::Relaxed) {
                     while let Ok((tcp, player, remaining)) = from_connects.try_recv() {
                         let id = lp.add(tcp, player)?;
                         lp.feed(id, &remaining, &mut reads);
                     }
-                    let caught_up = lp.poll(Duration::from_millis(5), &mut reads)?;
-                    if caught_up && !pause.is_zero() {
-                        std::thread::sleep(pause);
-                    }
+                    lp.poll(Duration::from_millis(5), &mut reads)?;
                 }
                 lp.close_all(&mut reads);
                 Ok(reads.ended)

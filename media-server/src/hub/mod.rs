@@ -42,7 +42,8 @@ const RECENT_BATCHES: usize = 128;
 /// worker up to this.
 const MAX_SHARDS: usize = 8;
 
-/// Longest audio is held back waiting for a video frame.
+/// Longest frames are held back for a batch (audio waiting for a video
+/// frame, or a merged write) before they leave anyway.
 pub const MAX_AUDIO_HOLD_MS: u64 = 100;
 
 /// Hub tuning, from the `[hub]` config table.
