@@ -2,12 +2,15 @@
 
 use serde::Serialize;
 
-/// p50 / p99 / max of a sample set, in the samples' unit.
+/// p50 / p90 / p99 / p99.9 / max of a sample set, in the samples' unit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub(crate) struct Percentiles {
     pub(crate) count: usize,
     pub(crate) p50: f64,
+    pub(crate) p90: f64,
     pub(crate) p99: f64,
+    #[serde(rename = "p99_9")]
+    pub(crate) p999: f64,
     pub(crate) max: f64,
 }
 
@@ -17,7 +20,9 @@ pub(crate) fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     if sorted.is_empty() {
         return None;
     }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    // Less a hair: 0.999 * 1000 is 999.0000000000001 in floating point, and
+    // its ceiling would skip the 999th sample.
+    let rank = ((p / 100.0) * sorted.len() as f64 - 1e-9).ceil() as usize;
     let index = rank.clamp(1, sorted.len()) - 1;
     Some(sorted[index])
 }
@@ -40,7 +45,9 @@ impl Percentiles {
         Self {
             count: samples.len(),
             p50: at(50.0),
+            p90: at(90.0),
             p99: at(99.0),
+            p999: at(99.9),
             max: at(100.0),
         }
     }
@@ -62,6 +69,7 @@ mod tests {
         // 1000 samples: p99 is the 990th.
         let samples: Vec<u32> = (1..=1000).collect();
         assert_eq!(percentile(&samples, 99.0), Some(990));
+        assert_eq!(percentile(&samples, 99.9), Some(999));
     }
 
     #[test]
@@ -76,6 +84,11 @@ mod tests {
             Percentiles::from_samples(&mut [], 1.0),
             Percentiles::default()
         );
+        let mut thousand: Vec<u32> = (1..=1000).rev().map(|v| v * 1000).collect();
+        let p = Percentiles::from_samples(&mut thousand, 1000.0);
+        assert_eq!((p.p50, p.p90, p.p99, p.p999, p.max), (500.0, 900.0, 990.0, 999.0, 1000.0));
+        let json = serde_json::to_value(p).expect("serializes");
+        assert_eq!((json["p90"].as_f64(), json["p99_9"].as_f64()), (Some(900.0), Some(999.0)));
         let p = Percentiles::from_signed_samples(&mut [-2000, 5000, 1000], 1000.0);
         assert_eq!((p.p50, p.max), (1.0, 5.0));
     }
