@@ -60,12 +60,14 @@ pub(crate) struct RoomArgs {
     #[arg(long)]
     server_pid: Option<u32>,
     /// Once the listeners' thread has read every ready socket, it sleeps
-    /// this long before waiting again (0: it waits at once). On loopback a
-    /// send to a socket whose reader sleeps in `epoll_wait` also pays that
-    /// reader's wake-up, a cost a server sending to remote viewers does not
-    /// have; a short pause lets one wake-up cover many sends. The pause
-    /// counts in the measured latency.
-    #[arg(long, default_value_t = 0)]
+    /// this long before waiting again (0: it waits at once, as the bench did
+    /// before 2026-12-04 evening). On loopback a send to a socket whose
+    /// reader sleeps in `epoll_wait` also pays that reader's wake-up inside
+    /// the server's `sendmsg` (14% of the server's perf samples at 10,000
+    /// clients), a cost a server sending to viewers on other machines does
+    /// not have; the pause lets one wake-up cover many sends, so the bench
+    /// stands for remote clients. The pause counts in the measured latency.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     listen_pause_us: u64,
 }
 
@@ -146,6 +148,9 @@ struct WireEvent<'a> {
 #[derive(Default)]
 struct Samples {
     chat_us: Vec<u32>,
+    /// The chat event's `ts_ms` (the server's clock when it took the
+    /// message) to arrival: the fan-out's part of `chat_us`, in ms.
+    chat_out_ms: Vec<u32>,
     gift_ms: Vec<u32>,
 }
 
@@ -157,6 +162,9 @@ fn record_event(e: &WireEvent<'_>, start: Instant, counters: &Counters, out: &mu
             if let Some(sent) = e.text.as_deref().and_then(|t| t.strip_prefix("rb:")).and_then(|t| t.parse::<u64>().ok()) {
                 let now = start.elapsed().as_micros() as u64;
                 out.chat_us.push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+            }
+            if let Some(ts) = e.ts_ms {
+                out.chat_out_ms.push(unix_ms().saturating_sub(ts) as u32);
             }
         }
         "gift" => {
@@ -173,6 +181,7 @@ fn record_event(e: &WireEvent<'_>, start: Instant, counters: &Counters, out: &mu
 #[derive(Default)]
 struct Pool {
     chat_us: Mutex<Vec<u32>>,
+    chat_out_ms: Mutex<Vec<u32>>,
     gift_ms: Mutex<Vec<u32>>,
 }
 
@@ -180,6 +189,9 @@ impl Pool {
     fn take(&self, s: &mut Samples) {
         if !s.chat_us.is_empty() {
             self.chat_us.lock().append(&mut s.chat_us);
+        }
+        if !s.chat_out_ms.is_empty() {
+            self.chat_out_ms.lock().append(&mut s.chat_out_ms);
         }
         if !s.gift_ms.is_empty() {
             self.gift_ms.lock().append(&mut s.gift_ms);
@@ -409,6 +421,7 @@ pub(crate) async fn room_command(args: RoomArgs) -> anyhow::Result<()> {
 
     let measuring = u64::from(args.clients.div_ceil(args.measure_every));
     let chat = Percentiles::from_samples(&mut pool.chat_us.lock(), 1000.0);
+    let chat_out = Percentiles::from_samples(&mut pool.chat_out_ms.lock(), 1.0);
     let gifts = Percentiles::from_samples(&mut pool.gift_ms.lock(), 1.0);
     let c = &counters;
     let load = |o: &AtomicU64| o.load(Ordering::Relaxed);
@@ -429,6 +442,7 @@ pub(crate) async fn room_command(args: RoomArgs) -> anyhow::Result<()> {
         "frames_received_total": load(&c.frames) - connected_frames,
         "frames_per_client_per_s": (load(&c.frames) - connected_frames) as f64 / f64::from(args.clients.max(1)) / elapsed,
         "chat_latency_ms": chat,
+        "chat_server_to_client_ms": chat_out,
         "gift_latency_ms": gifts,
         "server_cpu_s": cpu_seconds(server_before, server_after, ticks),
         "server_cpu_percent_of_one_core": cpu_seconds(server_before, server_after, ticks).map(|s| s / elapsed * 100.0),
@@ -438,4 +452,26 @@ pub(crate) async fn room_command(args: RoomArgs) -> anyhow::Result<()> {
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        room: RoomArgs,
+    }
+
+    #[test]
+    fn listeners_pause_a_millisecond_unless_told_and_at_most_a_tenth_of_a_second() {
+        let args = |extra: &[&str]| Cli::try_parse_from(["room"].iter().chain(extra)).map(|c| c.room.listen_pause_us);
+        assert_eq!(args(&[]).expect("defaults parse"), 1000);
+        assert_eq!(args(&["--listen-pause-us", "0"]).expect("0 parses"), 0, "the earlier bench, woken per send");
+        assert_eq!(args(&["--listen-pause-us", "100000"]).expect("the cap parses"), 100_000);
+        let err = args(&["--listen-pause-us", "100001"]).expect_err("over the cap");
+        assert!(err.to_string().contains("100001"), "{err}");
+    }
 }
