@@ -27,9 +27,11 @@ pub struct RoomsConfig {
     /// frame is one event, or the events of one fan-out round.
     pub client_queue_events: usize,
     /// Shortest time between two frames to a client, ms: events of a busy
-    /// room go out together, at most one frame per this window (and per
-    /// fan-out round, which in a big room is longer); an event in a quiet
-    /// room goes out at once. 0: a frame per round, however short.
+    /// room go out together, at most one frame per this window; an event in
+    /// a quiet room goes out at once. Midway through a fan-out round that has
+    /// run this long (a room of thousands), events go out at once to the
+    /// clients still to come, who get one write per round either way.
+    /// 0: a frame per round, however short.
     pub batch_window_ms: u64,
     /// Accepted for configs written for the earlier adaptive window; no
     /// effect since the fan-out batches by its own rounds (still checked to
