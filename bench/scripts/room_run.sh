@@ -20,6 +20,7 @@ BENCH=${BENCH:-$T/release/westream-bench}
 CONFIG=${CONFIG:-configs/dev.toml}
 for i in $(seq 1 90); do tw=$(ss -s | sed -n "s/.*timewait \([0-9]*\).*/\1/p"); [ "${tw:-0}" -lt 500 ] && break; sleep 1; done
 D=$(mktemp -d /tmp/roomdata.XXXX)
+echo "${1:-run}" > $D/label
 $SRV serve --config $CONFIG --data-dir $D --http-listen 127.0.0.1:28080 --rtmp-listen 127.0.0.1:21935 > $D/server.log 2>&1 &
 PID=$!
 for i in $(seq 1 50); do curl -sf http://127.0.0.1:28080/healthz >/dev/null && break; sleep 0.2; done
@@ -27,7 +28,8 @@ vmstat 5 > $D/vmstat.log &
 VM=$!
 if [ -n "${PERF:-}" ]; then (sleep 12; perf record -F 999 -g -o $D/perf.data -p $PID -- sleep 10 >/dev/null 2>&1) & fi
 $BENCH room --url http://127.0.0.1:28080 --channel demo --clients 10000 --senders 300 --chat-per-sec 100 --gifts-per-sec 50 --duration-secs 25 --server-pid $PID ${BENCH_ARGS:-} > $D/report.json 2> $D/bench.err; echo "bench rc $?" >> $D/bench.err
-curl -s http://127.0.0.1:28080/metrics | grep -E "ws_fanout_(round_seconds_(sum|count)|writes_total)" > $D/metrics.txt
+curl -s http://127.0.0.1:28080/metrics > $D/metrics.all
+grep -E "ws_fanout_(round_seconds_(sum|count)|writes_total)" $D/metrics.all > $D/metrics.txt
 kill $VM; kill $PID; wait $PID 2>/dev/null
 python3 - "$D" "${1:-run}" <<'PY'
 import json,sys
