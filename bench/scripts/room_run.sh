@@ -7,7 +7,8 @@
 #   SRV=.../release/westream BENCH=.../release/westream-bench \
 #     CONFIG=configs/dev.toml bench/scripts/room_run.sh LABEL
 #
-# BENCH_ARGS adds flags to the bench's command (--listen-pause-us 1000).
+# BENCH_ARGS adds flags to the bench's command (--listen-pause-us 0: the
+# listeners wait without the 1 ms pause, as before 2026-12-04 evening).
 # PERF=1 also records `perf record -g` of the server for 10 s mid-run into
 # the run's data folder (printed at the end). Waits for the last run's
 # TIME_WAIT sockets to clear first. Stops only the server it started.
