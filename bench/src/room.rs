@@ -4,8 +4,11 @@
 //!
 //! Latency: a chat message carries its send time (`rb:{µs since the run's
 //! start}`), so a measuring client gets send-to-delivery through the whole
-//! server path; a gift event carries the server's `ts_ms` (its commit time),
-//! so gift latency is commit-to-delivery in milliseconds. Only one client in
+//! server path; a gift event carries the server's `ts_ms` (the gift's time,
+//! taken when the server handles the request, before its store write), so
+//! gift latency is that to delivery, in milliseconds, and includes the
+//! write. `chat_server_to_client_ms` runs from a chat event's `ts_ms` to
+//! delivery: the fan-out's part of chat latency. Only one client in
 //! `--measure-every` parses JSON (a `batch` frame's events one by one); the
 //! others count frames, so the bench's own CPU stays small next to the
 //! server's. Listeners are raw sockets with a frame splitter, all read by
