@@ -118,7 +118,7 @@ struct ScenarioArgs {
     /// to remote viewers does not have; a short pause lets one wake-up cover
     /// many sends, and counts in the measured latency. Without this flag
     /// each player is a tokio task.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=read_loop::MAX_PAUSE_US))]
     listen_pause_us: Option<u64>,
 }
 
@@ -131,9 +131,6 @@ impl ScenarioArgs {
         }
         if self.duration_secs == 0 || self.duration_secs > 3600 {
             anyhow::bail!("--duration-secs must be 1..=3600");
-        }
-        if self.listen_pause_us.is_some_and(|us| us > 100_000) {
-            anyhow::bail!("--listen-pause-us is at most 100000");
         }
         if self.warmup_secs > 60 || self.drain_ms > 30_000 {
             anyhow::bail!("--warmup-secs is at most 60 and --drain-ms at most 30000");
@@ -364,4 +361,29 @@ async fn compare_command(args: CompareArgs) -> anyhow::Result<()> {
         write_json(path, &reports)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `fanout` and `room` bound `--listen-pause-us` alike; `fanout` reads
+    /// players on tokio tasks unless it is given.
+    #[test]
+    fn the_listeners_pause_has_one_bound_for_every_command() {
+        let fanout = |extra: &[&str]| {
+            let base = ["westream-bench", "fanout", "--publish-url", "rtmp://127.0.0.1/live/k", "--play-url", "rtmp://127.0.0.1/live/c"];
+            Cli::try_parse_from(base.iter().chain(extra)).map(|cli| match cli.command {
+                Command::Fanout(a) => a.scenario.listen_pause_us,
+                other => panic!("parsed as {other:?}"),
+            })
+        };
+        assert_eq!(fanout(&[]).expect("parses"), None);
+        let cap = read_loop::MAX_PAUSE_US.to_string();
+        assert_eq!(fanout(&["--listen-pause-us", &cap]).expect("the cap parses"), Some(read_loop::MAX_PAUSE_US));
+        let over = (read_loop::MAX_PAUSE_US + 1).to_string();
+        assert!(fanout(&["--listen-pause-us", &over]).is_err());
+        let room = Cli::try_parse_from(["westream-bench", "room", "--listen-pause-us", &over]);
+        assert!(room.is_err(), "room has the same bound");
+    }
 }

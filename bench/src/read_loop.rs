@@ -19,6 +19,9 @@ use std::time::Duration;
 
 use rustix::event::epoll;
 
+/// Longest pause a `--listen-pause-us` may ask for, in microseconds.
+pub(crate) const MAX_PAUSE_US: u64 = 100_000;
+
 /// What a [`ReadLoop`] does with each connection's bytes.
 pub(crate) trait ConnHandler {
     /// Per-connection state kept by the loop.

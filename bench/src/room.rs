@@ -70,7 +70,7 @@ pub(crate) struct RoomArgs {
     /// clients), a cost a server sending to viewers on other machines does
     /// not have; the pause lets one wake-up cover many sends, so the bench
     /// stands for remote clients. The pause counts in the measured latency.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=crate::read_loop::MAX_PAUSE_US))]
     listen_pause_us: u64,
 }
 
