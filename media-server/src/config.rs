@@ -348,8 +348,8 @@ impl Config {
         if self.hub.gop_cache_max_bytes < 1024 * 1024 {
             return Err(invalid("hub.gop_cache_max_bytes", "must be at least 1 MiB"));
         }
-        if self.hub.merge_write_ms > crate::hub::MAX_AUDIO_HOLD_MS {
-            return Err(invalid("hub.merge_write_ms", "must be 0..=100"));
+        if self.hub.merge_write_ms > crate::hub::MAX_HOLD_MS {
+            return Err(invalid("hub.merge_write_ms", format!("must be 0..={}", crate::hub::MAX_HOLD_MS)));
         }
         let h = &self.hls;
         if !(500..=30_000).contains(&h.segment_duration_ms) {

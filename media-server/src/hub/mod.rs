@@ -44,7 +44,7 @@ const MAX_SHARDS: usize = 8;
 
 /// Longest frames are held back for a batch (audio waiting for a video
 /// frame, or a merged write) before they leave anyway.
-pub const MAX_AUDIO_HOLD_MS: u64 = 100;
+pub const MAX_HOLD_MS: u64 = 100;
 
 /// Hub tuning, from the `[hub]` config table.
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ pub struct HubConfig {
     /// after the batch's oldest frame (or at a keyframe), so each viewer
     /// gets fewer, larger writes: fewer sends per GB, at the price of up to
     /// this much more latency. 0 (the default): a batch per video frame.
-    /// At most [`MAX_AUDIO_HOLD_MS`].
+    /// At most [`MAX_HOLD_MS`].
     pub merge_write_ms: u64,
 }
 
@@ -106,7 +106,7 @@ struct State {
     closed: bool,
     /// Every batch goes out here (the audio of a channel with video rides
     /// with the next video frame, waiting at most one frame interval, or
-    /// [`MAX_AUDIO_HOLD_MS`] if video stalls)...
+    /// [`MAX_HOLD_MS`] if video stalls)...
     tx: Option<broadcast::Sender<Batch>>,
     /// ...and to the fan-out shards of direct viewers.
     shards: Vec<Arc<Shard>>,
@@ -610,7 +610,7 @@ impl Publisher {
         let hold_video = media && kind == FrameKind::Video && !frame.keyframe && held_span < merge_ms;
         let batch: Option<Vec<Arc<Frame>>> = if hold_audio || hold_video {
             st.pending.push(Arc::clone(&frame));
-            (held_span >= MAX_AUDIO_HOLD_MS).then(|| std::mem::take(&mut st.pending))
+            (held_span >= MAX_HOLD_MS).then(|| std::mem::take(&mut st.pending))
         } else {
             let mut v = std::mem::take(&mut st.pending);
             v.push(Arc::clone(&frame));
