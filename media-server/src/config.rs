@@ -161,11 +161,12 @@ pub struct HubSection {
     pub viewer_queue_frames: usize,
     /// Audio kept for new viewers of audio-only channels.
     pub audio_only_cache_ms: u64,
-    /// Merged writes: a batch for viewers spans at least this much media
-    /// time (0: one per video frame; at most 100). Fewer, larger writes per
-    /// viewer cost the server less CPU per GB and add up to this much
-    /// latency.
-    pub merge_write_ms: u64,
+    /// Merged writes: frames wait for a batch until the oldest has waited
+    /// this long (or a keyframe comes), so each viewer gets fewer, larger
+    /// writes: less server CPU per GB, up to this much more latency. 0: a
+    /// batch per video frame, audio riding with it. At most 100. Unset: 35
+    /// on an origin, 0 on an edge (its upstream's batches come merged).
+    pub merge_write_ms: Option<u64>,
 }
 
 impl Default for HubSection {
@@ -176,7 +177,7 @@ impl Default for HubSection {
             gop_cache_max_bytes: d.gop_cache_max_bytes,
             viewer_queue_frames: d.viewer_queue_frames,
             audio_only_cache_ms: d.audio_only_cache_ms,
-            merge_write_ms: d.merge_write_ms,
+            merge_write_ms: None,
         }
     }
 }
@@ -184,12 +185,13 @@ impl Default for HubSection {
 impl HubSection {
     /// The hub's runtime config.
     pub fn to_hub_config(&self) -> HubConfig {
+        let d = HubConfig::default();
         HubConfig {
             publisher_grace: Duration::from_millis(self.publisher_grace_ms),
             gop_cache_max_bytes: self.gop_cache_max_bytes,
             viewer_queue_frames: self.viewer_queue_frames,
             audio_only_cache_ms: self.audio_only_cache_ms,
-            merge_write_ms: self.merge_write_ms,
+            merge_write_ms: self.merge_write_ms.unwrap_or(d.merge_write_ms),
         }
     }
 }
@@ -348,7 +350,7 @@ impl Config {
         if self.hub.gop_cache_max_bytes < 1024 * 1024 {
             return Err(invalid("hub.gop_cache_max_bytes", "must be at least 1 MiB"));
         }
-        if self.hub.merge_write_ms > crate::hub::MAX_HOLD_MS {
+        if self.hub.merge_write_ms.is_some_and(|ms| ms > crate::hub::MAX_HOLD_MS) {
             return Err(invalid("hub.merge_write_ms", format!("must be 0..={}", crate::hub::MAX_HOLD_MS)));
         }
         let h = &self.hls;
@@ -449,9 +451,12 @@ mod tests {
     }
 
     #[test]
-    fn merged_writes_default_off_and_are_bounded() {
+    fn merged_writes_default_to_35_ms_and_are_bounded() {
         let cfg = Config::parse("").unwrap();
-        assert_eq!(cfg.hub.to_hub_config().merge_write_ms, 0);
+        assert_eq!(cfg.hub.to_hub_config().merge_write_ms, 35);
+        let cfg = Config::parse("[hub]\nmerge_write_ms = 0\n").unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.hub.to_hub_config().merge_write_ms, 0, "0 turns them off");
         let cfg = Config::parse("[hub]\nmerge_write_ms = 40\n").unwrap();
         cfg.validate().unwrap();
         assert_eq!(cfg.hub.to_hub_config().merge_write_ms, 40);

@@ -71,6 +71,9 @@ async fn an_edge_pulls_a_channel_over_quic_and_serves_flv_and_hls_with_h264_and_
     wait_media(&origin, "demo").await;
     let edge = EdgeNode::start(edge_config(&[&origin], TOKEN, "publisher_grace_ms = 400", 500), None).await.expect("edge starts");
     assert!(edge.upstreams.active().is_empty(), "nothing is pulled before a viewer asks");
+    // The origin merges writes; the edge sends its batches on as they come.
+    assert_eq!(origin.hub.config().merge_write_ms, westream_media::hub::DEFAULT_MERGE_WRITE_MS);
+    assert_eq!(edge.server.hub.config().merge_write_ms, 0, "an edge does not hold its origin's batches again");
 
     // HLS first: the first request starts the upstream and waits for a segment.
     let hls = probe(format!("http://{}/live/demo/index.m3u8", edge.server.http_addr), Duration::from_secs(30));
@@ -108,7 +111,8 @@ async fn a_wrong_node_token_and_garbage_frames_are_refused_without_affecting_a_g
     let _ffmpeg = publish(&clip, &rtmp_url(origin.rtmp_addr, "demo-key"), &[]);
     wait_media(&origin, "demo").await;
 
-    let good = EdgeNode::start(edge_config(&[&origin], TOKEN, "", 5000), None).await.unwrap();
+    let good = EdgeNode::start(edge_config(&[&origin], TOKEN, "merge_write_ms = 20", 5000), None).await.unwrap();
+    assert_eq!(good.server.hub.config().merge_write_ms, 20, "an edge's own merge_write_ms is kept");
     let bad = EdgeNode::start(edge_config(&[&origin], "not-the-token", "", 5000), None).await.unwrap();
     let good_reader = reqwest::get(flv_url(&good, "demo")).await.unwrap();
     assert_eq!(good_reader.status(), 200);

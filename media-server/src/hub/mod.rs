@@ -25,7 +25,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::media::{Frame, FrameKind, FrameParseError};
 use crate::metrics::Metrics;
@@ -46,6 +46,13 @@ const MAX_SHARDS: usize = 8;
 /// frame, or a merged write) before they leave anyway.
 pub const MAX_HOLD_MS: u64 = 100;
 
+/// The default `hub.merge_write_ms`: a batch leaves when its oldest frame has
+/// waited this long. At 30 fps with 44.1 kHz AAC that is 21.5 writes a
+/// second per viewer instead of 30 (one per video frame), for at most 35 ms
+/// more latency, against the 33 ms an audio frame already waited for the
+/// next video frame.
+pub const DEFAULT_MERGE_WRITE_MS: u64 = 35;
+
 /// Hub tuning, from the `[hub]` config table.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -57,12 +64,14 @@ pub struct HubConfig {
     pub viewer_queue_frames: usize,
     /// For audio-only channels: how much audio a new viewer gets at once.
     pub audio_only_cache_ms: u64,
-    /// Merged writes (`hub.merge_write_ms`): in a channel with video, a
-    /// batch leaves at the first video frame at least this much media time
-    /// after the batch's oldest frame (or at a keyframe), so each viewer
-    /// gets fewer, larger writes: fewer sends per GB, at the price of up to
-    /// this much more latency. 0 (the default): a batch per video frame.
-    /// At most [`MAX_HOLD_MS`].
+    /// Merged writes (`hub.merge_write_ms`): frames wait for a batch, and
+    /// the batch leaves when its oldest frame has waited this long (a
+    /// timer), when it spans this much media time (a publisher sending
+    /// faster than real time), or at once with a keyframe, a sequence
+    /// header or metadata. Each viewer gets fewer, larger writes: fewer
+    /// sends per GB, for up to this much latency. 0: a batch per video
+    /// frame, audio riding with the next one. Default
+    /// [`DEFAULT_MERGE_WRITE_MS`], at most [`MAX_HOLD_MS`].
     pub merge_write_ms: u64,
 }
 
@@ -73,7 +82,7 @@ impl Default for HubConfig {
             gop_cache_max_bytes: 32 * 1024 * 1024,
             viewer_queue_frames: 1024,
             audio_only_cache_ms: 1000,
-            merge_write_ms: 0,
+            merge_write_ms: DEFAULT_MERGE_WRITE_MS,
         }
     }
 }
@@ -116,9 +125,12 @@ struct State {
     recent: VecDeque<Batch>,
     /// Live [`Subscription`]s.
     subscribers: usize,
-    /// Frames held back for the next batch: audio until the next video
-    /// frame, video too with merged writes (`merge_write_ms`).
+    /// Frames held back for the next batch: with merged writes
+    /// (`merge_write_ms`) every frame until the batch is due, else audio
+    /// until the next video frame.
     pending: Vec<Arc<Frame>>,
+    /// With merged writes: when the oldest held frame arrived.
+    pending_since: Option<tokio::time::Instant>,
     metadata: Option<Arc<Frame>>,
     avc: Option<Arc<Frame>>,
     aac: Option<Arc<Frame>>,
@@ -136,6 +148,8 @@ pub struct Stream {
     state: Mutex<State>,
     has_video: AtomicBool,
     has_audio: AtomicBool,
+    /// Told when a merged write starts holding frames (its timer starts).
+    held: tokio::sync::Notify,
     /// Bytes sent to viewers of this channel, all protocols (for metering).
     pub bytes_out: AtomicU64,
     /// Bytes received from its publishers.
@@ -175,6 +189,7 @@ impl Stream {
                 recent: VecDeque::new(),
                 subscribers: 0,
                 pending: Vec::new(),
+                pending_since: None,
                 metadata: None,
                 avc: None,
                 aac: None,
@@ -186,6 +201,7 @@ impl Stream {
             }),
             has_video: AtomicBool::new(false),
             has_audio: AtomicBool::new(false),
+            held: tokio::sync::Notify::new(),
             bytes_out: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             reported: Mutex::new((0, 0)),
@@ -448,7 +464,8 @@ impl Hub {
                 // Err only means no packager is listening.
                 let _ = self.went_live.send(channel.to_string());
             }
-            return Ok(Publisher { hub: Arc::clone(self), stream, id, stop });
+            let flusher = self.spawn_flusher(&stream);
+            return Ok(Publisher { hub: Arc::clone(self), stream, id, stop, _flusher: flusher });
         }
     }
 
@@ -485,6 +502,21 @@ impl Hub {
         out
     }
 
+    /// With merged writes, the task that sends a held batch once it is due
+    /// (while the publisher lives). Outside a tokio runtime (unit tests)
+    /// there is none, and a held batch leaves with the first frame pushed
+    /// after it is due.
+    fn spawn_flusher(&self, stream: &Arc<Stream>) -> Option<DropGuard> {
+        let hold = Duration::from_millis(self.config.merge_write_ms);
+        if hold.is_zero() {
+            return None;
+        }
+        let rt = tokio::runtime::Handle::try_current().ok()?;
+        let stop = CancellationToken::new();
+        rt.spawn(flush_when_due(Arc::clone(stream), hold, stop.clone()));
+        Some(stop.drop_guard())
+    }
+
     fn unpublish(self: &Arc<Self>, stream: &Arc<Stream>, id: u64) {
         let mut st = stream.state.lock();
         if st.publisher != Some(id) {
@@ -493,6 +525,7 @@ impl Hub {
         st.publisher = None;
         st.stop = None;
         // Frames held for a batch that will not fill now.
+        st.pending_since = None;
         let pending = std::mem::take(&mut st.pending);
         if !pending.is_empty() {
             st.send(pending);
@@ -547,6 +580,8 @@ pub struct Publisher {
     stream: Arc<Stream>,
     id: u64,
     stop: CancellationToken,
+    /// Stops the merged writes' timer task with the publisher.
+    _flusher: Option<DropGuard>,
 }
 
 impl Publisher {
@@ -599,16 +634,30 @@ impl Publisher {
                 }
             }
         }
-        // In a channel with video, audio rides with the next video frame,
-        // and with merged writes so do video frames until the batch spans
-        // `merge_write_ms`; a keyframe, a sequence header or metadata
-        // leaves at once with whatever is held.
-        let media = !frame.sequence_header && self.stream.has_video();
         let held_span = st.pending.first().map_or(0, |first| frame.dts.saturating_sub(first.dts));
         let merge_ms = hub.config().merge_write_ms;
-        let hold_audio = media && kind == FrameKind::Audio;
-        let hold_video = media && kind == FrameKind::Video && !frame.keyframe && held_span < merge_ms;
-        let batch: Option<Vec<Arc<Frame>>> = if hold_audio || hold_video {
+        let mut timer_starts = false;
+        let batch: Option<Vec<Arc<Frame>>> = if merge_ms > 0 {
+            // Merged writes: every frame waits until the batch is due (its
+            // timer, or the media span when frames come faster than real
+            // time); a keyframe, a sequence header or metadata leaves at
+            // once with whatever is held.
+            // tokio's clock, so tests can pause it; the std clock outside a runtime.
+            let now = tokio::time::Instant::now();
+            let hold = Duration::from_millis(merge_ms);
+            let overdue = st.pending_since.is_some_and(|since| now.duration_since(since) >= hold);
+            let leaves_now = kind == FrameKind::Metadata || frame.sequence_header || frame.keyframe;
+            st.pending.push(Arc::clone(&frame));
+            if leaves_now || overdue || held_span >= merge_ms {
+                st.pending_since = None;
+                Some(std::mem::take(&mut st.pending))
+            } else {
+                timer_starts = st.pending_since.is_none();
+                st.pending_since.get_or_insert(now);
+                None
+            }
+        } else if self.stream.has_video() && kind == FrameKind::Audio && !frame.sequence_header {
+            // In a channel with video, audio rides with the next video frame.
             st.pending.push(Arc::clone(&frame));
             (held_span >= MAX_HOLD_MS).then(|| std::mem::take(&mut st.pending))
         } else {
@@ -620,6 +669,9 @@ impl Publisher {
             st.send(batch);
         }
         drop(st);
+        if timer_starts {
+            self.stream.held.notify_one();
+        }
         self.stream.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
         hub.metrics.bytes_in.inc_by(len as u64);
         Ok(frame)
@@ -651,6 +703,32 @@ impl State {
         self.recent.clear();
         for shard in self.shards.drain(..) {
             shard.close();
+        }
+    }
+}
+
+/// The merged writes' timer: sends a held batch once its oldest frame has
+/// waited `hold`, unless a push sent it first.
+async fn flush_when_due(stream: Arc<Stream>, hold: Duration, stop: CancellationToken) {
+    loop {
+        let since = stream.state.lock().pending_since;
+        let Some(since) = since else {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                () = stream.held.notified() => continue,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep_until(since + hold) => {}
+        }
+        let mut st = stream.state.lock();
+        if st.pending_since == Some(since) {
+            st.pending_since = None;
+            let batch = std::mem::take(&mut st.pending);
+            st.send(batch);
         }
     }
 }

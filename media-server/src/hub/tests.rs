@@ -1,7 +1,12 @@
 use super::*;
 
 fn hub(grace_ms: u64) -> Arc<Hub> {
-    let config = HubConfig { publisher_grace: Duration::from_millis(grace_ms), viewer_queue_frames: 16, ..HubConfig::default() };
+    let config = HubConfig {
+        publisher_grace: Duration::from_millis(grace_ms),
+        viewer_queue_frames: 16,
+        merge_write_ms: 0,
+        ..HubConfig::default()
+    };
     Hub::new(config, Metrics::new())
 }
 
@@ -176,56 +181,103 @@ fn merging_hub(merge_write_ms: u64) -> Arc<Hub> {
     Hub::new(HubConfig { merge_write_ms, viewer_queue_frames: 16, ..HubConfig::default() }, Metrics::new())
 }
 
-/// Pushes `n` 30 fps video frames from `first` with audio between them, a
-/// keyframe every `gop` frames, and returns the batches the hub sent as the
-/// frames' last bytes.
-fn batches_of(hub: &Arc<Hub>, p: &Publisher, first: u8, n: u8, gop: u8) -> Vec<Vec<u8>> {
+/// Pushes `n` 30 fps video frames from `first` (frame i at 33i ms, its
+/// audio at +10 and +25 ms, a keyframe every `gop` frames) and returns the
+/// batches the hub sent, as the frames' last bytes. With `real_time` each
+/// frame is pushed at its own time on tokio's clock (paused in these
+/// tests, so the timings are exact), else all at once, as a publisher
+/// sending faster than real time.
+async fn batches_of(hub: &Arc<Hub>, p: &Publisher, first: u8, n: u8, gop: u8, real_time: bool) -> Vec<Vec<u8>> {
     let mut sub = hub.live("demo").unwrap().subscribe(hub.metrics()).unwrap();
     drain(&mut sub);
     let before = hub.live("demo").unwrap().state.lock().next_seq;
+    let start = tokio::time::Instant::now();
     for i in first..first + n {
         let t = u32::from(i) * 33;
-        p.push(FrameKind::Video, t, if i % gop == 0 { key(i) } else { inter(i) }).unwrap();
-        p.push(FrameKind::Audio, t + 10, aac(100 + i)).unwrap();
-        p.push(FrameKind::Audio, t + 25, aac(200 + i)).unwrap();
+        let frames = [
+            (t, FrameKind::Video, if i % gop == 0 { key(i) } else { inter(i) }),
+            (t + 10, FrameKind::Audio, aac(100 + i)),
+            (t + 25, FrameKind::Audio, aac(200 + i)),
+        ];
+        for (ts, kind, payload) in frames {
+            if real_time {
+                let at = Duration::from_millis(u64::from(ts - u32::from(first) * 33));
+                tokio::time::sleep_until(start + at).await;
+            }
+            p.push(kind, ts, payload).unwrap();
+        }
     }
     let stream = hub.live("demo").unwrap();
     let st = stream.state.lock();
     st.recent.iter().filter(|b| b.seq() >= before).map(|b| last_bytes(b.frames())).collect()
 }
 
-#[test]
-fn without_merged_writes_each_video_frame_leaves_with_the_audio_before_it() {
+#[tokio::test(start_paused = true)]
+async fn without_merged_writes_each_video_frame_leaves_with_the_audio_before_it() {
     let hub = merging_hub(0);
     let p = start_publishing(&hub);
-    let batches = batches_of(&hub, &p, 0, 4, 60);
+    let batches = batches_of(&hub, &p, 0, 4, 60, true).await;
     assert_eq!(batches, vec![vec![0], vec![100, 200, 1], vec![101, 201, 2], vec![102, 202, 3]]);
 }
 
-#[test]
-fn merged_writes_batch_video_frames_until_the_span_and_a_keyframe_leaves_at_once() {
-    let hub = merging_hub(50);
+#[tokio::test(start_paused = true)]
+async fn a_merged_write_leaves_when_its_oldest_frame_has_waited_and_a_keyframe_at_once() {
+    let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let hub = merging_hub(35);
+    let idle = tasks();
     let p = start_publishing(&hub);
-    // Frame i at 33i ms, its audio at +10 and +25. 0 is a keyframe and
-    // leaves at once; the next batch's oldest frame is audio 100 (10 ms):
-    // frame 1 (33 ms) waits, frame 2 (66 ms, 56 ms after it) leaves. Then
-    // from audio 102 (76 ms): 3 waits, 4 (132 ms) leaves. Keyframe 5
-    // (165 ms) leaves at once, 23 ms after the oldest held frame. Then 6
-    // waits and 7 (231 ms, 56 ms after audio 105) leaves.
-    let batches = batches_of(&hub, &p, 0, 8, 5);
+    assert_eq!(tasks(), idle + 1, "the merged writes' timer runs with the publisher");
+    // Frame i at 33i ms, audio 100+i at +10 and 200+i at +25; keyframes 0
+    // and 5 leave at once. Audio 100 (10 ms) starts a batch that the timer
+    // sends at 45 ms, with audio 101 (43 ms) but before audio 201 (58 ms),
+    // which starts the next (out at 93 ms, after audio 202 at 91), and so
+    // on: a batch every 35-48 ms instead of one per video frame.
+    let batches = batches_of(&hub, &p, 0, 8, 5, true).await;
     assert_eq!(
         batches,
         vec![
             vec![0],
-            vec![100, 200, 1, 101, 201, 2],
-            vec![102, 202, 3, 103, 203, 4],
+            vec![100, 200, 1, 101],
+            vec![201, 2, 102, 202],
+            vec![3, 103, 203, 4],
             vec![104, 204, 5],
-            vec![105, 205, 6, 106, 206, 7],
+            vec![105, 205, 6, 106],
         ]
     );
-    // Audio 107 and 207 are held for the next batch; a viewer joining now
-    // gets the GOP from keyframe 5 without them, then them once, with that
-    // batch, in order (frame 10 is still held).
+    // 206, 7, 107 and 207 wait for the timer (at 258 ms); none waits longer.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let stream = hub.live("demo").unwrap();
+    assert_eq!(last_bytes(stream.state.lock().recent.back().unwrap().frames()), vec![206, 7, 107, 207]);
+    assert!(stream.state.lock().pending.is_empty());
+    drop(stream);
+    drop(p);
+    tokio::task::yield_now().await;
+    assert!(tasks() <= idle + 1, "the timer ended with its publisher (only the grace period's task is left)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn merged_writes_from_a_publisher_faster_than_real_time_leave_by_media_span() {
+    let hub = merging_hub(35);
+    let p = start_publishing(&hub);
+    // All pushed at once (the clock stands still): a batch leaves with the
+    // first frame 35 ms of media after its oldest. From audio 100 (10 ms),
+    // audio 201 (58 ms) is the first; then from frame 2 (66 ms) audio 103
+    // (109 ms); keyframe 5 leaves at once; from audio 105 (175 ms) audio 206
+    // (223 ms).
+    let batches = batches_of(&hub, &p, 0, 8, 5, false).await;
+    assert_eq!(
+        batches,
+        vec![
+            vec![0],
+            vec![100, 200, 1, 101, 201],
+            vec![2, 102, 202, 3, 103],
+            vec![203, 4, 104, 204, 5],
+            vec![105, 205, 6, 106, 206],
+        ]
+    );
+    // Frame 7 and its audio are held for the next batch; a viewer joining
+    // now gets the GOP from keyframe 5 without them, then them once, with
+    // that batch, in order (frame 10 is still held).
     let mut sub = hub.live("demo").unwrap().subscribe(hub.metrics()).unwrap();
     for i in 8..=10u8 {
         p.push(FrameKind::Video, u32::from(i) * 33, inter(i)).unwrap();
