@@ -12,6 +12,8 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -106,6 +108,9 @@ pub enum PullEvent {
     },
     /// One frame.
     Frame(RelayFrame),
+    /// Every frame that had arrived is delivered, and the next is not here
+    /// yet: the end of one of the origin's batches, to be sent on now.
+    CaughtUp,
     /// The stream to `origin` ended; the next origin will be tried.
     Lost {
         /// Which origin.
@@ -260,12 +265,27 @@ impl UpstreamClient {
                     sink(PullEvent::Connected { origin, header });
                     let mut delivered = false;
                     let error = loop {
-                        let next = tokio::select! {
-                            _ = cancel.cancelled() => {
-                                self.stats.open_streams.fetch_sub(1, Ordering::Relaxed);
-                                return;
+                        if cancel.is_cancelled() {
+                            self.stats.open_streams.fetch_sub(1, Ordering::Relaxed);
+                            return;
+                        }
+                        // Polled once first: if the next frame is not here
+                        // yet, the frames read so far were a whole batch.
+                        let mut next_frame = std::pin::pin!(stream.next_frame());
+                        let next = match std::future::poll_fn(|cx| Poll::Ready(next_frame.as_mut().poll(cx))).await {
+                            Poll::Ready(r) => r,
+                            Poll::Pending => {
+                                if delivered {
+                                    sink(PullEvent::CaughtUp);
+                                }
+                                tokio::select! {
+                                    _ = cancel.cancelled() => {
+                                        self.stats.open_streams.fetch_sub(1, Ordering::Relaxed);
+                                        return;
+                                    }
+                                    r = next_frame => r,
+                                }
                             }
-                            r = stream.next_frame() => r,
                         };
                         match next {
                             Ok(Some(frame)) => {

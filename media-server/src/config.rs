@@ -164,9 +164,9 @@ pub struct HubSection {
     /// Merged writes: frames wait for a batch until the oldest has waited
     /// this long (or a keyframe comes), so each viewer gets fewer, larger
     /// writes: less server CPU per GB, up to this much more latency. 0: a
-    /// batch per video frame, audio riding with it. At most 100. Unset: 35
-    /// on an origin, 0 on an edge (its upstream's batches come merged).
-    pub merge_write_ms: Option<u64>,
+    /// batch per video frame, audio riding with it. At most 100; default 35.
+    /// An edge sends each burst from its origin on at once, whatever this is.
+    pub merge_write_ms: u64,
 }
 
 impl Default for HubSection {
@@ -177,7 +177,7 @@ impl Default for HubSection {
             gop_cache_max_bytes: d.gop_cache_max_bytes,
             viewer_queue_frames: d.viewer_queue_frames,
             audio_only_cache_ms: d.audio_only_cache_ms,
-            merge_write_ms: None,
+            merge_write_ms: d.merge_write_ms,
         }
     }
 }
@@ -185,13 +185,12 @@ impl Default for HubSection {
 impl HubSection {
     /// The hub's runtime config.
     pub fn to_hub_config(&self) -> HubConfig {
-        let d = HubConfig::default();
         HubConfig {
             publisher_grace: Duration::from_millis(self.publisher_grace_ms),
             gop_cache_max_bytes: self.gop_cache_max_bytes,
             viewer_queue_frames: self.viewer_queue_frames,
             audio_only_cache_ms: self.audio_only_cache_ms,
-            merge_write_ms: self.merge_write_ms.unwrap_or(d.merge_write_ms),
+            merge_write_ms: self.merge_write_ms,
         }
     }
 }
@@ -350,7 +349,7 @@ impl Config {
         if self.hub.gop_cache_max_bytes < 1024 * 1024 {
             return Err(invalid("hub.gop_cache_max_bytes", "must be at least 1 MiB"));
         }
-        if self.hub.merge_write_ms.is_some_and(|ms| ms > crate::hub::MAX_HOLD_MS) {
+        if self.hub.merge_write_ms > crate::hub::MAX_HOLD_MS {
             return Err(invalid("hub.merge_write_ms", format!("must be 0..={}", crate::hub::MAX_HOLD_MS)));
         }
         let h = &self.hls;

@@ -185,6 +185,13 @@ impl Upstreams {
                     }
                 }
             }
+            // The origin's batch is all here: send it on now, not after this
+            // edge's own merge_write_ms.
+            PullEvent::CaughtUp => {
+                if let Some(p) = &publisher {
+                    p.flush();
+                }
+            }
             PullEvent::Lost { .. } => publisher = None,
         });
         let watchdog = async {
@@ -228,9 +235,6 @@ impl EdgeNode {
         // An edge serves viewers only: no relay, its own id in usage reports.
         config.relay.enabled = false;
         config.server.node_id = edge.id.clone();
-        // The origin already merged the upstream's frames into batches;
-        // holding them again would add its latency twice.
-        config.hub.merge_write_ms.get_or_insert(0);
         config.control = None;
         let control = match &control_url {
             Some(url) => Some(HttpHooks::new(url.clone(), edge.node_token.clone()).map_err(|e| StartError::Control(e.to_string()))?),

@@ -51,6 +51,21 @@ reconnect_max_ms = 500
     Config::parse(&text).expect("edge config parses")
 }
 
+/// Samples the edge's channel every 10 ms while it is live (up to 100
+/// samples in 5 s): (samples, samples with frames held for a batch).
+async fn held_while_live(edge: &EdgeNode, channel: &str) -> (u32, u32) {
+    let (mut samples, mut held) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while samples < 100 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Some(stream) = edge.server.hub.live(channel).filter(|s| s.has_video()) {
+            samples += 1;
+            held += u32::from(stream.held() > 0);
+        }
+    }
+    (samples, held)
+}
+
 fn flv_url(edge: &EdgeNode, channel: &str) -> String {
     format!("http://{}/live/{channel}.flv", edge.server.http_addr)
 }
@@ -69,16 +84,20 @@ async fn an_edge_pulls_a_channel_over_quic_and_serves_flv_and_hls_with_h264_and_
     let origin = start_origin("origin-a").await;
     let mut ffmpeg = publish(&clip, &rtmp_url(origin.rtmp_addr, "demo-key"), &[]);
     wait_media(&origin, "demo").await;
-    let edge = EdgeNode::start(edge_config(&[&origin], TOKEN, "publisher_grace_ms = 400", 500), None).await.expect("edge starts");
+    // The edge's own merged writes would hold each frame up to 100 ms.
+    let edge_hub = "publisher_grace_ms = 400\nmerge_write_ms = 100";
+    let edge = EdgeNode::start(edge_config(&[&origin], TOKEN, edge_hub, 500), None).await.expect("edge starts");
     assert!(edge.upstreams.active().is_empty(), "nothing is pulled before a viewer asks");
-    // The origin merges writes; the edge sends its batches on as they come.
-    assert_eq!(origin.hub.config().merge_write_ms, westream_media::hub::DEFAULT_MERGE_WRITE_MS);
-    assert_eq!(edge.server.hub.config().merge_write_ms, 0, "an edge does not hold its origin's batches again");
 
     // HLS first: the first request starts the upstream and waits for a segment.
     let hls = probe(format!("http://{}/live/demo/index.m3u8", edge.server.http_addr), Duration::from_secs(30));
     let flv = probe(flv_url(&edge, "demo"), Duration::from_secs(30));
-    let (hls, flv) = tokio::join!(hls, flv);
+    let (hls, flv, held) = tokio::join!(hls, flv, held_while_live(&edge, "demo"));
+    // The origin batched the frames already (its merged writes): the edge
+    // sends each batch on once it has read it, so between batches it holds
+    // nothing, where its own 100 ms would hold frames nearly always.
+    assert!(held.0 >= 50, "the edge's channel was seldom live: {held:?}");
+    assert!(held.1 * 2 < held.0, "the edge held frames in {} of {} samples", held.1, held.0);
     assert!(flv.success, "ffprobe FLV failed: {}", flv.stderr);
     assert_eq!(flv.codec_names(), vec!["aac", "h264"], "{}", flv.stderr);
     assert!(flv.of("video").len() > 30, "few video packets from the edge: {}", flv.of("video").len());
@@ -111,8 +130,7 @@ async fn a_wrong_node_token_and_garbage_frames_are_refused_without_affecting_a_g
     let _ffmpeg = publish(&clip, &rtmp_url(origin.rtmp_addr, "demo-key"), &[]);
     wait_media(&origin, "demo").await;
 
-    let good = EdgeNode::start(edge_config(&[&origin], TOKEN, "merge_write_ms = 20", 5000), None).await.unwrap();
-    assert_eq!(good.server.hub.config().merge_write_ms, 20, "an edge's own merge_write_ms is kept");
+    let good = EdgeNode::start(edge_config(&[&origin], TOKEN, "", 5000), None).await.unwrap();
     let bad = EdgeNode::start(edge_config(&[&origin], "not-the-token", "", 5000), None).await.unwrap();
     let good_reader = reqwest::get(flv_url(&good, "demo")).await.unwrap();
     assert_eq!(good_reader.status(), 200);

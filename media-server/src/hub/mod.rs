@@ -208,6 +208,12 @@ impl Stream {
         }
     }
 
+    /// Frames held now for the next batch (merged writes, or audio
+    /// waiting for a video frame).
+    pub fn held(&self) -> usize {
+        self.state.lock().pending.len()
+    }
+
     /// The channel name.
     pub fn name(&self) -> &str {
         &self.name
@@ -594,6 +600,19 @@ impl Publisher {
     /// control plane).
     pub fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
+    }
+
+    /// Sends the frames held for a batch now: a relay whose upstream sent
+    /// its frames already batched (an edge pulling from its origin) calls
+    /// this once it has read what arrived, so they are not held twice.
+    pub fn flush(&self) {
+        let mut st = self.stream.state.lock();
+        if st.publisher != Some(self.id) || st.pending.is_empty() {
+            return;
+        }
+        st.pending_since = None;
+        let batch = std::mem::take(&mut st.pending);
+        st.send(batch);
     }
 
     /// Pushes one audio, video or metadata message with its raw RTMP

@@ -285,6 +285,24 @@ async fn merged_writes_from_a_publisher_faster_than_real_time_leave_by_media_spa
     assert_eq!(last_bytes(&drain(&mut sub)), vec![5, 105, 205, 6, 106, 206, 7, 107, 207, 8, 9]);
 }
 
+#[tokio::test(start_paused = true)]
+async fn flush_sends_what_is_held_at_once() {
+    let hub = merging_hub(35);
+    let p = start_publishing(&hub);
+    p.push(FrameKind::Video, 0, key(0)).unwrap();
+    p.push(FrameKind::Audio, 10, aac(1)).unwrap();
+    p.push(FrameKind::Video, 33, inter(2)).unwrap();
+    let stream = hub.live("demo").unwrap();
+    assert_eq!(stream.held(), 2, "the keyframe left; the rest waits for the timer");
+    let mut sub = stream.subscribe(hub.metrics()).unwrap();
+    assert_eq!(last_bytes(&drain(&mut sub)), vec![0]);
+    p.flush();
+    assert_eq!(stream.held(), 0);
+    assert_eq!(last_bytes(&drain(&mut sub)), vec![1, 2], "flushed at once, in order, once");
+    p.flush();
+    assert!(drain(&mut sub).is_empty(), "nothing held, nothing sent");
+}
+
 /// A sink that records what the fan-out offers; it takes `accept` batches,
 /// then refuses (as a full socket would) and hands the viewer back.
 struct RecordingSink {
