@@ -113,9 +113,9 @@ struct State {
     stop: Option<CancellationToken>,
     grace_until: Option<Instant>,
     closed: bool,
-    /// Every batch goes out here (the audio of a channel with video rides
-    /// with the next video frame, waiting at most one frame interval, or
-    /// [`MAX_HOLD_MS`] if video stalls)...
+    /// Every batch goes out here (frames wait for their batch at most
+    /// `merge_write_ms`, or without merged writes audio waits for the next
+    /// video frame, at most [`MAX_HOLD_MS`] if video stalls)...
     tx: Option<broadcast::Sender<Batch>>,
     /// ...and to the fan-out shards of direct viewers.
     shards: Vec<Arc<Shard>>,
@@ -531,11 +531,7 @@ impl Hub {
         st.publisher = None;
         st.stop = None;
         // Frames held for a batch that will not fill now.
-        st.pending_since = None;
-        let pending = std::mem::take(&mut st.pending);
-        if !pending.is_empty() {
-            st.send(pending);
-        }
+        st.send_held();
         st.timeline.restart();
         let grace = self.config.publisher_grace;
         st.grace_until = Some(Instant::now() + grace);
@@ -607,12 +603,9 @@ impl Publisher {
     /// this once it has read what arrived, so they are not held twice.
     pub fn flush(&self) {
         let mut st = self.stream.state.lock();
-        if st.publisher != Some(self.id) || st.pending.is_empty() {
-            return;
+        if st.publisher == Some(self.id) {
+            st.send_held();
         }
-        st.pending_since = None;
-        let batch = std::mem::take(&mut st.pending);
-        st.send(batch);
     }
 
     /// Pushes one audio, video or metadata message with its raw RTMP
@@ -656,7 +649,8 @@ impl Publisher {
         let held_span = st.pending.first().map_or(0, |first| frame.dts.saturating_sub(first.dts));
         let merge_ms = hub.config().merge_write_ms;
         let mut timer_starts = false;
-        let batch: Option<Vec<Arc<Frame>>> = if merge_ms > 0 {
+        st.pending.push(Arc::clone(&frame));
+        if merge_ms > 0 {
             // Merged writes: every frame waits until the batch is due (its
             // timer, or the media span when frames come faster than real
             // time); a keyframe, a sequence header or metadata leaves at
@@ -666,26 +660,18 @@ impl Publisher {
             let hold = Duration::from_millis(merge_ms);
             let overdue = st.pending_since.is_some_and(|since| now.duration_since(since) >= hold);
             let leaves_now = kind == FrameKind::Metadata || frame.sequence_header || frame.keyframe;
-            st.pending.push(Arc::clone(&frame));
             if leaves_now || overdue || held_span >= merge_ms {
-                st.pending_since = None;
-                Some(std::mem::take(&mut st.pending))
+                st.send_held();
             } else {
                 timer_starts = st.pending_since.is_none();
                 st.pending_since.get_or_insert(now);
-                None
             }
-        } else if self.stream.has_video() && kind == FrameKind::Audio && !frame.sequence_header {
-            // In a channel with video, audio rides with the next video frame.
-            st.pending.push(Arc::clone(&frame));
-            (held_span >= MAX_HOLD_MS).then(|| std::mem::take(&mut st.pending))
         } else {
-            let mut v = std::mem::take(&mut st.pending);
-            v.push(Arc::clone(&frame));
-            Some(v)
-        };
-        if let Some(batch) = batch {
-            st.send(batch);
+            // In a channel with video, audio rides with the next video frame.
+            let rides = self.stream.has_video() && kind == FrameKind::Audio && !frame.sequence_header;
+            if !rides || held_span >= MAX_HOLD_MS {
+                st.send_held();
+            }
         }
         drop(st);
         if timer_starts {
@@ -698,6 +684,15 @@ impl Publisher {
 }
 
 impl State {
+    /// Sends the frames held for a batch (if any) now, and stops its timer.
+    fn send_held(&mut self) {
+        self.pending_since = None;
+        if !self.pending.is_empty() {
+            let held = std::mem::take(&mut self.pending);
+            self.send(held);
+        }
+    }
+
     /// Sends frames that leave together to every subscriber and shard.
     fn send(&mut self, frames: Vec<Arc<Frame>>) {
         let Some(tx) = &self.tx else { return };
@@ -745,9 +740,7 @@ async fn flush_when_due(stream: Arc<Stream>, hold: Duration, stop: CancellationT
         }
         let mut st = stream.state.lock();
         if st.pending_since == Some(since) {
-            st.pending_since = None;
-            let batch = std::mem::take(&mut st.pending);
-            st.send(batch);
+            st.send_held();
         }
     }
 }
